@@ -1,0 +1,108 @@
+"""Export the full-size text encoders (teacher, S0, S1, L) and S0's vision encoder and heads at 1008 px,
+recording export time, file sizes and parity against PyTorch, as JSON plus a printed table.
+
+Weights are RANDOM (seed 0): no checkpoint can be downloaded here. S0 goes through a transformers-format
+checkpoint folder written first, so the loading path users take is the one measured.
+
+    python benchmarks/export_full_size.py --prompts ../shared/data/prompts/eval --json benchmarks/results/export_full_size.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from litetext.calibration.data import read_prompts
+from litetext.export import export_bundle, tool_versions
+from litetext.export.bundle import write_json_atomic
+from litetext.models.loading import load_model
+
+TEXT_MODELS = [("sam3", 32), ("litetext-s0", 16), ("litetext-s1", 16), ("litetext-l", 16)]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def tokenizer_json_agreement(bundle: Path, prompts: list[str], ctx: int, pad_id: int) -> dict:
+    from tokenizers import Tokenizer
+
+    from litetext.tokenizer import ClipTokenizer
+
+    ours = ClipTokenizer()(prompts, ctx, pad_id).input_ids
+    theirs = np.array([e.ids for e in Tokenizer.from_file(str(bundle / "tokenizer.json")).encode_batch(prompts)])
+    differ = int((ours != theirs).any(axis=1).sum())
+    return {"prompts": len(prompts), "differing": differ}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", nargs="+", required=True, help="held-out prompt files or folders")
+    parser.add_argument("--work", default="benchmarks/work", help="scratch folder for checkpoints and bundles")
+    parser.add_argument("--json", default="benchmarks/results/export_full_size.json")
+    parser.add_argument("--skip-vision", action="store_true", help="text encoders only")
+    args = parser.parse_args()
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    prompts = read_prompts(args.prompts)
+    rows = []
+
+    def record(name, loaded, manifest, graph, extra=None):
+        g = manifest["graphs"][graph]
+        parity = {k: v for k, v in g["parity"].items() if k != "reference"}
+        rows.append({
+            "model": name, "graph": graph, "weights": loaded.weights_label, "context_length": manifest["context_length"],
+            "precision": manifest["precision"], "bytes": g["bytes"], "export_seconds": g["export_seconds"],
+            "total_seconds": manifest["export_seconds"], "parity": parity, "peak_rss_mib": round(peak_rss_mib()),
+            **(extra or {}),
+        })
+
+    for preset, ctx in TEXT_MODELS:
+        print(f"== {preset} text encoder (context {ctx})", flush=True)
+        if preset == "litetext-s0":
+            checkpoint = work / "checkpoint-litetext-s0"
+            if not (checkpoint / "config.json").exists():
+                load_model(preset, random_init=True, seed=0).model.save_pretrained(checkpoint)
+            loaded = load_model(checkpoint=checkpoint)
+        else:
+            loaded = load_model(preset, random_init=True, seed=0, context_length=ctx)
+        out = work / f"{preset}-text"
+        manifest = export_bundle(loaded, out, graphs=["text_encoder"], context_length=ctx, parity_prompts=prompts,
+                                 force=True, progress=lambda m: print("  ", m, flush=True))
+        agreement = tokenizer_json_agreement(out, prompts, ctx, manifest["text_padding"]["pad_id"])
+        record(preset, loaded, manifest, "text_encoder", {"tokenizer_json": agreement})
+        if preset == "litetext-s0" and not args.skip_vision:
+            print("== litetext-s0 vision encoder and heads at full size", flush=True)
+            manifest = export_bundle(loaded, work / "s0-vision-heads", graphs=["vision_encoder", "heads"],
+                                     force=True, progress=lambda m: print("  ", m, flush=True))
+            for graph in ("vision_encoder", "heads"):
+                record(preset, loaded, manifest, graph)
+        del loaded
+        gc.collect()
+
+    result = {
+        "benchmark": "export_full_size",
+        "command": "python benchmarks/export_full_size.py " + " ".join(f"--prompts {p}" for p in args.prompts),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "tools": tool_versions(),
+        "rows": rows,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(args.json), result)
+    print(f"\n{'model':13s} {'graph':15s} {'MiB':>8s} {'export s':>9s} {'max error':>10s} {'min cos':>10s}")
+    for r in rows:
+        err = max(p["max_abs_error"] for p in r["parity"].values())
+        cos = min(p["cosine_min"] for p in r["parity"].values())
+        print(f"{r['model']:13s} {r['graph']:15s} {r['bytes'] / 2**20:8.1f} {r['export_seconds']:9.1f} {err:10.2e} {cos:10.6f}")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

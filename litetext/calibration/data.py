@@ -1,0 +1,91 @@
+"""Real inputs: prompt files and images, read the way users have them, and turned into graph feeds.
+
+The package ships a small tier-A default (the 80 COCO names, two photos) so that an export checks itself on
+real data with nothing downloaded; users pass their own prompts and images for anything that matters.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from litetext.errors import LitetextError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def builtin_asset(name: str) -> Path:
+    return Path(str(resources.files("litetext") / "assets" / name))
+
+
+def builtin_prompts() -> list[str]:
+    return read_prompts([builtin_asset("prompts_coco_80_names.txt")])
+
+
+def builtin_images() -> list[Path]:
+    return [builtin_asset("chelsea.png"), builtin_asset("rocket.jpg")]
+
+
+def read_prompts(paths: list[str | Path]) -> list[str]:
+    """Prompts from text files (one a line) and folders of them, in order, duplicates removed."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.txt")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise LitetextError(f"prompt file {p} does not exist")
+    if not files:
+        raise LitetextError(f"no .txt prompt files in {', '.join(map(str, paths))}")
+    prompts: dict[str, None] = {}
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise LitetextError(f"prompt file {f} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        for line in text.splitlines():
+            if line.strip():
+                prompts[line.strip()] = None
+    if not prompts:
+        raise LitetextError(f"prompt files {', '.join(map(str, files))} hold no prompts")
+    return list(prompts)
+
+
+def read_images(paths: list[str | Path]) -> list[Path]:
+    """Image files, and the images inside folders, in order."""
+    images: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            images.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise LitetextError(f"image {p} does not exist")
+    if not images:
+        raise LitetextError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    return images
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image as uint8 RGB [H, W, 3]; greyscale and alpha are converted."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise LitetextError(f"cannot read image {path}: {e}") from None
+
+
+def preprocess_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 RGB [H, W, 3] -> pixel_values float32 [1, 3, S, S]: bilinear resize to S x S (aspect not kept,
+    as SAM3's processor), scale to 0..1, normalize with mean 0.5 and std 0.5."""
+    from PIL import Image
+
+    resized = Image.fromarray(rgb).resize((image_size, image_size), Image.Resampling.BILINEAR)
+    x = np.asarray(resized, dtype=np.float32) / 255.0
+    x = (x - 0.5) / 0.5
+    return x.transpose(2, 0, 1)[None].copy()

@@ -1,0 +1,130 @@
+"""The `litetext` command: a thin shell over the Python API (litetext.load_model, export_bundle, predict)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from functools import wraps
+
+import click
+
+from litetext.errors import LitetextError
+
+
+def _friendly_errors(command):
+    """User errors print one line and exit 2; Ctrl-C exits 130. Exports clean up after themselves."""
+
+    @wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except LitetextError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.secho("interrupted: nothing was written", fg="red", err=True)
+            sys.exit(130)
+
+    return run
+
+
+def _progress():
+    start = time.perf_counter()
+    return lambda message: click.echo(f"[{time.perf_counter() - start:7.1f}s] {message}", err=True)
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Accept both `--graphs a --graphs b` and `--graphs a,b`."""
+    return [v for value in values for v in value.split(",") if v]
+
+
+@click.group()
+@click.version_option(package_name="litetext")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+def main(verbose: bool) -> None:
+    """Export SAM3 and SAM3-LiteText to on-device runtimes, and check what the artifacts do."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s")
+
+
+def model_options(command):
+    options = [
+        click.option("--model", "preset", metavar="PRESET",
+                     help="sam3, litetext-s0, litetext-s1 or litetext-l (names an upstream .pt's architecture)."),
+        click.option("--checkpoint", type=click.Path(), help="transformers folder or upstream .pt checkpoint."),
+        click.option("--random-init", is_flag=True, help="Seeded RANDOM weights (no checkpoint needed)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@main.command()
+@model_options
+@click.option("--target", default="onnx", show_default=True, help="onnx (coreml, tensorrt: planned).")
+@click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
+@click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
+@click.option("--precision", default="fp32", show_default=True, help="fp32 or fp16.")
+@click.option("--text-padding", default="upstream", show_default=True,
+              help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
+                   "(pad 49407, masked).")
+@click.option("--parity-prompts", multiple=True, type=click.Path(),
+              help="Prompt files or folders to check parity on (default: the 80 COCO names).")
+@click.option("--parity-images", multiple=True, type=click.Path(),
+              help="Images or folders to check parity on (default: two built-in photos).")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
+@click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
+@_friendly_errors
+def export(preset, checkpoint, random_init, seed, target, graphs, context_length, precision, text_padding,
+           parity_prompts, parity_images, out, force):
+    """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
+    from litetext.calibration.data import read_prompts
+    from litetext.export import export_bundle, target_module
+    from litetext.export.bundle import BundleWriter
+    from litetext.models.loading import load_model
+
+    target_module(target)  # an unknown target fails before the model loads
+    BundleWriter(out, force)  # so does an existing OUT
+    progress = _progress()
+    loaded = load_model(preset, checkpoint, random_init, seed, context_length)
+    prompts = read_prompts(list(parity_prompts)) if parity_prompts else None
+    manifest = export_bundle(
+        loaded, out, target=target, graphs=_split(graphs) or None, context_length=context_length,
+        precision=precision, text_padding=text_padding, parity_prompts=prompts,
+        parity_images=list(parity_images) or None, force=force, progress=progress,
+    )
+    for name, graph in manifest["graphs"].items():
+        worst = min(p["cosine_min"] for k, p in graph["parity"].items() if k != "reference")
+        err = max(p["max_abs_error"] for k, p in graph["parity"].items() if k != "reference")
+        click.echo(f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}")
+    if loaded.is_random:
+        click.secho(f"NOTE: {loaded.weights_label}", fg="yellow", err=True)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--image", required=True, type=click.Path(), help="Image file.")
+@click.option("--prompt", required=True, help="Text prompt naming the concept to segment.")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Score threshold.")
+@click.option("-o", "--out", required=True, type=click.Path(), help="Folder for instances.json and PNGs.")
+@_friendly_errors
+def predict(bundle, image, prompt, threshold, out):
+    """Segment every instance of PROMPT in IMAGE with an exported bundle (ONNX Runtime)."""
+    from litetext.export.bundle import Bundle
+    from litetext.predict import Predictor, write_prediction
+    from litetext.calibration.data import load_rgb
+
+    opened = Bundle.open(bundle)
+    instances = Predictor(opened)(load_rgb(image), prompt, threshold)
+    label = opened.manifest["model"]["weights_label"]
+    write_prediction(instances, image, prompt, out, label)
+    click.echo(f"{len(instances)} instances of {prompt!r} above {threshold} -> {out}")
+    for inst in instances:
+        click.echo(f"  score {inst.score:.3f}  box {[round(v, 1) for v in inst.box]}  area {int(inst.mask.sum())}")
+    if opened.manifest["model"]["weights"]["kind"] == "random":
+        click.secho(f"NOTE: {label}", fg="yellow", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+"""Export a loaded model into a bundle for one target, checking every graph against PyTorch.
+
+    loaded = litetext.load_model("litetext-s0", random_init=True, seed=0)
+    manifest = litetext.export_bundle(loaded, "out/s0", target="onnx", graphs=["text_encoder"])
+
+Each target is a module with the same functions (`PRECISIONS`, `FILE_SUFFIX`, `export_graph`, `files_of`,
+`open_runner`), imported only when that target is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from litetext.errors import LitetextError
+from litetext.export.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, BundleWriter, write_json_atomic
+from litetext.models.graphs import GRAPH_NAMES, build_graph, describe_graphs, get_padding, model_geometry
+from litetext.models.loading import LoadedModel
+
+TARGETS = {"onnx": "litetext.export.onnx"}
+# Targets the design names that this version cannot make yet: say so instead of pretending.
+PLANNED_TARGETS = {"coreml": "Core ML", "tensorrt": "TensorRT"}
+
+
+def target_module(name: str):
+    if name in PLANNED_TARGETS:
+        raise LitetextError(
+            f"the {name} target ({PLANNED_TARGETS[name]}) is not implemented in this version of litetext; "
+            f"available: {', '.join(TARGETS)}"
+        )
+    if name not in TARGETS:
+        raise LitetextError(f"unknown target {name!r}; choose one of: {', '.join(TARGETS)}")
+    return importlib.import_module(TARGETS[name])
+
+
+def export_bundle(
+    loaded: LoadedModel,
+    out: str | Path,
+    target: str = "onnx",
+    graphs: list[str] | None = None,
+    context_length: int | None = None,
+    precision: str = "fp32",
+    text_padding: str = "upstream",
+    parity_prompts: list[str] | None = None,
+    parity_images: list[str | Path] | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Export `graphs` of `loaded` to `out` and return the manifest. Fails (writing nothing) when an
+    artifact's parity against PyTorch is outside its tolerance."""
+    from litetext.calibration.data import builtin_images, builtin_prompts, read_images
+    from litetext.calibration.parity import passes
+    from litetext.runtimes.torch_runner import TorchRunner
+    from litetext.tokenizer import write_tokenizer_json
+
+    module = target_module(target)
+    if precision not in module.PRECISIONS:
+        raise LitetextError(f"the {target} target exports {', '.join(module.PRECISIONS)}, not {precision!r}")
+    graphs = list(graphs or GRAPH_NAMES)
+    unknown = [g for g in graphs if g not in GRAPH_NAMES]
+    if unknown:
+        raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+    padding = get_padding(text_padding)
+    ctx = context_length or _default_context(loaded)
+    writer = BundleWriter(out, force)  # fails now, before any work, if OUT exists without --force
+    specs = describe_graphs(loaded, ctx, padding)
+    prompts = parity_prompts or builtin_prompts()
+    images = read_images(parity_images) if parity_images else builtin_images()
+    progress(f"weights: {loaded.weights_label}")
+
+    started = time.perf_counter()
+    feeds = ParityFeeds(loaded, ctx, padding, prompts, images, need_images=graphs != ["text_encoder"])
+    manifest_graphs: dict[str, Any] = {}
+    with writer as tmp:
+        for name in graphs:
+            spec = specs[name]
+            graph = build_graph(name, loaded, ctx, padding)
+            reference = TorchRunner(graph, spec)
+            batches = feeds.for_graph(name)
+            path = tmp / f"{name}{module.FILE_SUFFIX}"
+            progress(f"{name}: exporting to {target} {precision}")
+            t0 = time.perf_counter()
+            module.export_graph(graph, spec, _example(batches), path, precision)
+            export_s = time.perf_counter() - t0
+            progress(f"{name}: checking parity on {sum(len(next(iter(b.values()))) for b in batches)} real samples")
+            runner = module.open_runner(path, spec, precision)
+            parity = feeds.measure(name, reference, runner, batches)
+            runner.close()
+            failed = [out_name for out_name, fig in parity.items() if not passes(fig, spec.tolerance[precision])]
+            if failed:
+                details = "; ".join(f"{o}: {_fmt(parity[o])}" for o in failed)
+                raise LitetextError(
+                    f"{name} ({target} {precision}) is outside its tolerance "
+                    f"{asdict(spec.tolerance[precision])}: {details}. Nothing was written"
+                )
+            files = module.files_of(path)
+            manifest_graphs[name] = {
+                "file": path.name,
+                **spec.to_json(),
+                "bytes": sum(f.stat().st_size for f in files),
+                "sha256": _sha256(path),
+                "parity": {"reference": "torch eager fp32, same weights", **parity},
+                "tolerance": {precision: asdict(spec.tolerance[precision])},
+                "export_seconds": round(export_s, 2),
+            }
+            progress(f"{name}: ok ({manifest_graphs[name]['bytes'] / 2**20:.1f} MiB, {export_s:.1f} s)")
+        write_tokenizer_json(tmp / TOKENIZER, context_length=ctx, pad_id=padding.pad_id)
+        manifest = _manifest(loaded, target, precision, ctx, padding, manifest_graphs, prompts, images, module)
+        manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+        write_json_atomic(tmp / MANIFEST, manifest)
+    progress(f"wrote {Path(out)}")
+    return manifest
+
+
+def _default_context(loaded: LoadedModel) -> int:
+    from litetext.models.presets import STUDENT
+
+    if loaded.family == STUDENT:
+        return int(loaded.model.config.text_config.max_position_embeddings)
+    return 32
+
+
+class ParityFeeds:
+    """Real feeds for each graph: prompts through the tokenizer, images through the preprocessing, and for
+    the heads the reference (PyTorch) vision and text features of those, so each graph is checked alone."""
+
+    TEXT_BATCH = 8
+
+    def __init__(self, loaded, ctx, padding, prompts, images, need_images: bool):
+        from litetext.calibration.data import load_rgb, preprocess_image
+        from litetext.tokenizer import ClipTokenizer
+
+        self.loaded, self.ctx, self.padding = loaded, ctx, padding
+        tokens = ClipTokenizer()(prompts, context_length=ctx, pad_id=padding.pad_id)
+        self.input_ids, self.attention_mask = tokens.input_ids, tokens.attention_mask
+        size = model_geometry(loaded).image_size
+        self.pixels = [preprocess_image(load_rgb(p), size) for p in images] if need_images else []
+        self._references: dict = {}
+
+    def text_batches(self) -> list[dict[str, np.ndarray]]:
+        n = len(self.input_ids)
+        return [
+            {"input_ids": self.input_ids[i : i + self.TEXT_BATCH], "attention_mask": self.attention_mask[i : i + self.TEXT_BATCH]}
+            for i in range(0, n, self.TEXT_BATCH)
+        ]
+
+    def for_graph(self, name: str) -> list[dict[str, np.ndarray]]:
+        if name == "text_encoder":
+            return self.text_batches()
+        if name == "vision_encoder":
+            return [{"pixel_values": p} for p in self.pixels]
+        return self._heads_batches()
+
+    def _heads_batches(self) -> list[dict[str, np.ndarray]]:
+        """One batch per image: the image with two prompts (batch 2), features from the PyTorch graphs."""
+        vision, text = self._reference("vision_encoder"), self._reference("text_encoder")
+        batches = []
+        for i, pixels in enumerate(self.pixels):
+            pick = [(2 * i) % len(self.input_ids), (2 * i + 1) % len(self.input_ids)]
+            text_feed = {"input_ids": self.input_ids[pick], "attention_mask": self.attention_mask[pick]}
+            features = text.infer(text_feed)["text_features"]
+            levels = {k: np.repeat(v, 2, axis=0) for k, v in vision.infer({"pixel_values": pixels}).items()}
+            batches.append({**levels, "text_features": features, "attention_mask": text_feed["attention_mask"]})
+        return batches
+
+    def _reference(self, name: str):
+        from litetext.runtimes.torch_runner import TorchRunner
+
+        if name not in self._references:
+            specs = describe_graphs(self.loaded, self.ctx, self.padding)
+            graph = build_graph(name, self.loaded, self.ctx, self.padding)
+            self._references[name] = TorchRunner(graph, specs[name])
+        return self._references[name]
+
+    def measure(self, name, reference, runner, batches) -> dict[str, dict[str, float]]:
+        from litetext.calibration.parity import merge_parity, tensor_parity
+
+        parts: dict[str, list] = {}
+        for feed in batches:
+            want, got = reference.infer(feed), runner.infer(feed)
+            for out_name in want:
+                per_token = out_name == "text_features"
+                parts.setdefault(out_name, []).append(
+                    tensor_parity(want[out_name], got[out_name], feed.get("attention_mask"), per_token)
+                )
+        return {k: merge_parity(v) for k, v in parts.items()}
+
+
+def _example(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The feed to trace with: batch 2 where possible, so no size-1 batch is specialised into the graph."""
+    first = batches[0]
+    if len(next(iter(first.values()))) >= 2:
+        return {k: v[:2] for k, v in first.items()}
+    return {k: np.concatenate([v, v]) for k, v in first.items()}
+
+
+def _fmt(fig: dict[str, float]) -> str:
+    return f"max error {fig['max_abs_error']:.3g} (reference max {fig['max_abs_reference']:.3g}), min cosine {fig['cosine_min']:.6f}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("litetext", "torch", "transformers", "onnx", "onnxruntime", "onnxslim", "coremltools", "tensorrt"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def _manifest(loaded, target, precision, ctx, padding, graphs, prompts, images, module) -> dict[str, Any]:
+    g = model_geometry(loaded)
+    config = loaded.model.config
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "precision": precision,
+        "context_length": ctx,
+        "text_padding": asdict(padding),
+        "model": {
+            "preset": loaded.preset,
+            "family": loaded.family,
+            "model_type": config.model_type,
+            "weights": loaded.weights,
+            "weights_label": loaded.weights_label,
+            "text_encoder": {
+                "hidden_size": config.text_config.hidden_size,
+                "num_hidden_layers": config.text_config.num_hidden_layers,
+            },
+        },
+        "preprocess": {
+            "image_size": g.image_size,
+            "resize": "bilinear to image_size x image_size (aspect ratio not kept)",
+            "rescale": 1 / 255,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "layout": "NCHW RGB float32",
+        },
+        "postprocess": {
+            "score": "sigmoid(pred_logits) * sigmoid(presence_logits)",
+            "threshold": 0.5,
+            "mask_threshold": 0.5,
+            "boxes": "pred_boxes xyxy in 0..1, times image width and height",
+            "masks": "sigmoid(pred_masks), bilinear (align_corners=False) to the image size",
+        },
+        "tokenizer": {"file": TOKENIZER, "context_length": ctx, "pad_id": padding.pad_id,
+                      "start_id": 49406, "end_id": 49407, "truncation": "keep the end token"},
+        "graphs": graphs,
+        "parity_data": {
+            "prompts": len(prompts),
+            "images": [Path(p).name for p in images] if any(n != "text_encoder" for n in graphs) else [],
+        },
+        "exporter": {"opset": getattr(module, "OPSET", None), "torch_onnx_dynamo": False},
+        "tools": tool_versions(),
+    }

@@ -1,0 +1,202 @@
+"""Load a model from a preset (seeded random weights), a transformers folder, or an upstream .pt checkpoint.
+
+Loading never runs code from a file (safetensors, or torch.load(weights_only=True)) and never accepts
+partial weights: any missing, unexpected or mis-shaped tensor fails with one line naming the keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litetext.errors import LitetextError
+from litetext.models.presets import STUDENT, TEACHER, Preset, build_config, get_preset
+
+log = logging.getLogger(__name__)
+
+# transformers model_type -> family
+_FAMILY_OF_MODEL_TYPE = {"sam3": TEACHER, "sam3_lite_text": STUDENT}
+# Keys a detector-only model deliberately does not load (SAM3's video tracker).
+_IGNORED_KEYS = re.compile(r"^(tracker_model|tracker_neck)\.")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers Sam3Model or Sam3LiteTextModel, in eval mode
+    family: str  # TEACHER or STUDENT
+    weights: dict[str, Any]  # where the weights came from; goes into every manifest and result
+    preset: str | None = None
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights["kind"] == "random"
+
+    @property
+    def weights_label(self) -> str:
+        if self.is_random:
+            return f"RANDOM weights (seed {self.weights['seed']}), not a trained model"
+        return f"checkpoint {self.weights['path']} (sha256 {self.weights['sha256'][:12]})"
+
+
+def model_class(family: str):
+    from transformers import Sam3LiteTextModel, Sam3Model
+
+    return Sam3LiteTextModel if family == STUDENT else Sam3Model
+
+
+def load_model(
+    preset: str | None = None,
+    checkpoint: str | Path | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+    context_length: int | None = None,
+    config_overrides: dict[str, Any] | None = None,
+) -> LoadedModel:
+    """Build or load a model. Exactly one of `checkpoint` or `random_init` is required; an upstream .pt
+    checkpoint also needs `preset` to name its architecture."""
+    if (checkpoint is None) == (not random_init):
+        raise LitetextError(
+            "say where the weights come from: --checkpoint PATH, or --random-init --seed N for random weights"
+        )
+    if random_init:
+        if preset is None:
+            raise LitetextError("--random-init needs --model PRESET to name the architecture")
+        spec = get_preset(preset)
+        ctx = _context_length(spec, context_length)
+        import torch
+
+        torch.manual_seed(seed)
+        model = model_class(spec.family)(build_config(spec, ctx, config_overrides))
+        log.warning("litetext: using RANDOM weights (seed %d) for %s: outputs mean nothing", seed, preset)
+        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed}, preset)
+
+    path = Path(checkpoint)
+    if not path.exists():
+        raise LitetextError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        return _load_transformers_folder(path)
+    if preset is None:
+        raise LitetextError(
+            f"{path} is an upstream PyTorch checkpoint: add --model PRESET (one of sam3, litetext-s0, "
+            "litetext-s1, litetext-l) to name its architecture"
+        )
+    return _load_upstream_file(path, get_preset(preset), context_length, config_overrides)
+
+
+def _context_length(spec: Preset, context_length: int | None) -> int:
+    ctx = context_length or spec.default_context_length
+    if ctx not in spec.context_lengths:
+        raise LitetextError(
+            f"{spec.name} supports context lengths {list(spec.context_lengths)}, not {ctx}"
+        )
+    return ctx
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_transformers_folder(path: Path) -> LoadedModel:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise LitetextError(f"{path} is a folder without config.json: not a transformers checkpoint")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except json.JSONDecodeError as e:
+        raise LitetextError(f"{config_file} is not valid JSON: {e}") from None
+    family = _FAMILY_OF_MODEL_TYPE.get(model_type)
+    if family is None:
+        raise LitetextError(
+            f"{config_file} has model_type {model_type!r}; litetext loads "
+            f"{' or '.join(map(repr, _FAMILY_OF_MODEL_TYPE))}"
+        )
+    if not any(path.glob("*.safetensors")):
+        raise LitetextError(f"{path} holds no .safetensors weights (pickled .bin files are not loaded)")
+    try:
+        model, info = model_class(family).from_pretrained(
+            path, local_files_only=True, output_loading_info=True, use_safetensors=True
+        )
+    except Exception as e:  # safetensors and transformers raise many types for broken files
+        raise LitetextError(f"cannot load checkpoint {path}: {_one_line(e)}") from None
+    unexpected = [k for k in info.get("unexpected_keys", []) if not _IGNORED_KEYS.match(k)]
+    _fail_on_key_problems(path, info.get("missing_keys", []), unexpected, info.get("mismatched_keys", []))
+    weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
+    return LoadedModel(model.eval(), family, weights, None)
+
+
+def _load_upstream_file(
+    path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None
+) -> LoadedModel:
+    from litetext.models.upstream import read_upstream_checkpoint, upstream_to_hf
+
+    try:
+        upstream = read_upstream_checkpoint(path)
+    except ValueError as e:
+        raise LitetextError(str(e)) from None
+    converted = upstream_to_hf(upstream, spec.family)
+    if converted.unmapped:
+        raise LitetextError(
+            f"{path} has {len(converted.unmapped)} keys litetext does not know for {spec.name} "
+            f"(is it the right preset?): {_some(converted.unmapped)}"
+        )
+    state = converted.state_dict
+    ctx = _context_length(spec, context_length)
+    overrides = dict(config_overrides or {})
+    if spec.family == STUDENT:
+        # The checkpoint's own position table decides the config's length; export interpolates it to ctx.
+        table = state.get("text_encoder.embeddings.position_embedding.position_embedding")
+        if table is not None:
+            overrides["text_config"] = {**overrides.get("text_config", {}), "max_position_embeddings": table.shape[2]}
+    # Built on the CPU, not the meta device: non-persistent buffers (rotary tables, position ids) are made
+    # at construction and are not in any checkpoint.
+    model = model_class(spec.family)(build_config(spec, ctx, overrides))
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    _fail_on_key_problems(path, missing, unexpected, mismatched, hint=f"is {spec.name} the right preset?")
+    model.load_state_dict(state, strict=True)
+    weights = {"kind": "checkpoint", "format": "upstream", "path": str(path), "sha256": sha256_of(path)}
+    return LoadedModel(model.eval(), spec.family, weights, spec.name)
+
+
+def _fail_on_key_problems(path, missing, unexpected, mismatched, hint: str = "") -> None:
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_some(unexpected)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} keys with other shapes ({_some(mismatched)})")
+    if problems:
+        tail = f"; {hint}" if hint else ""
+        raise LitetextError(f"checkpoint {path} does not fit the model: {'; '.join(problems)}{tail}")
+
+
+def _some(items, n: int = 5) -> str:
+    items = [str(i) for i in items]
+    more = f", ... {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
