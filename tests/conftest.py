@@ -68,3 +68,9 @@ def tiny_s0():
 @pytest.fixture(scope="session")
 def tiny_teacher():
     return tiny_model("sam3")
+
+
+def builtin_image():
+    from litetext.calibration.data import builtin_asset
+
+    return builtin_asset("chelsea.png")

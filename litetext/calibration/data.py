@@ -73,6 +73,8 @@ def load_rgb(path: str | Path) -> np.ndarray:
     """An image as uint8 RGB [H, W, 3]; greyscale and alpha are converted."""
     from PIL import Image, UnidentifiedImageError
 
+    if not Path(path).is_file():
+        raise LitetextError(f"image {path} does not exist")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
