@@ -105,3 +105,42 @@ def test_random_init_is_seeded_and_labelled():
     assert torch.equal(_text_features(a), _text_features(b))
     assert not torch.equal(_text_features(a), _text_features(c))
     assert a.is_random and "RANDOM" in a.weights_label and "seed 1" in a.weights_label
+
+
+@pytest.mark.parametrize("preset", ["litetext-s0", "sam3"])
+def test_upstream_checkpoint_loads_exactly(tmp_path, preset):
+    """An upstream {"model": state_dict} file with `detector.` keys (the student's table stored at 77 rows, as
+    released files hold it) loads into the same model; the table is cut to the context, as upstream does."""
+    from conftest import tiny_overrides
+    from litetext.models.upstream import hf_to_upstream
+
+    original = tiny_model(preset)
+    positions = 77 if preset == "litetext-s0" else None
+    upstream = hf_to_upstream(original.model.state_dict(), original.family, text_positions=positions)
+    torch.save({"model": upstream}, tmp_path / "up.pt")
+    loaded = load_model(preset, checkpoint=tmp_path / "up.pt", config_overrides=tiny_overrides(preset))
+    assert loaded.weights["format"] == "upstream" and loaded.preset == preset
+    torch.testing.assert_close(_text_features(loaded), _text_features(original), rtol=0, atol=0)
+
+
+def test_upstream_checkpoint_of_another_preset_fails_naming_keys(tmp_path):
+    from conftest import tiny_overrides
+    from litetext.models.upstream import hf_to_upstream
+
+    s0 = tiny_model("litetext-s0")
+    torch.save({"model": hf_to_upstream(s0.model.state_dict(), "litetext")}, tmp_path / "s0.pt")
+    with pytest.raises(LitetextError, match="right preset") as info:
+        load_model("litetext-s1", checkpoint=tmp_path / "s0.pt", config_overrides=tiny_overrides("litetext-s1"))
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_upstream_file_fails_in_one_line(tmp_path):
+    s0 = tiny_model("litetext-s0")
+    from litetext.models.upstream import hf_to_upstream
+
+    torch.save({"model": hf_to_upstream(s0.model.state_dict(), "litetext")}, tmp_path / "s0.pt")
+    data = (tmp_path / "s0.pt").read_bytes()
+    (tmp_path / "s0.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(LitetextError, match="truncated") as info:
+        load_model("litetext-s0", checkpoint=tmp_path / "s0.pt")
+    assert "\n" not in str(info.value)

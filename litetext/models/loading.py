@@ -143,21 +143,21 @@ def _load_upstream_file(
 ) -> LoadedModel:
     from litetext.models.upstream import read_upstream_checkpoint, upstream_to_hf
 
+    ctx = _context_length(spec, context_length)
     try:
         upstream = read_upstream_checkpoint(path)
+        # Upstream keeps the first `ctx` rows of the student's 77-row position table (it does not interpolate).
+        converted = upstream_to_hf(upstream, spec.family, context_length=ctx if spec.family == STUDENT else None)
     except ValueError as e:
         raise LitetextError(str(e)) from None
-    converted = upstream_to_hf(upstream, spec.family)
     if converted.unmapped:
         raise LitetextError(
             f"{path} has {len(converted.unmapped)} keys litetext does not know for {spec.name} "
             f"(is it the right preset?): {_some(converted.unmapped)}"
         )
     state = converted.state_dict
-    ctx = _context_length(spec, context_length)
     overrides = dict(config_overrides or {})
     if spec.family == STUDENT:
-        # The checkpoint's own position table decides the config's length; export interpolates it to ctx.
         table = state.get("text_encoder.embeddings.position_embedding.position_embedding")
         if table is not None:
             overrides["text_config"] = {**overrides.get("text_config", {}), "max_position_embeddings": table.shape[2]}
