@@ -65,7 +65,7 @@ def model_options(command):
 @click.option("--target", default="onnx", show_default=True, help="onnx (coreml, tensorrt: planned).")
 @click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
-@click.option("--precision", default="fp32", show_default=True, help="fp32 or fp16.")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8 (int8: text_encoder only).")
 @click.option("--text-padding", default="upstream", show_default=True,
               help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
                    "(pad 49407, masked).")
@@ -73,11 +73,17 @@ def model_options(command):
               help="Prompt files or folders to check parity on (default: the 80 COCO names).")
 @click.option("--parity-images", multiple=True, type=click.Path(),
               help="Images or folders to check parity on (default: two built-in photos).")
+@click.option("--calib-prompts", multiple=True, type=click.Path(),
+              help="INT8: prompt files or folders to calibrate on (default: built-in category names).")
+@click.option("--calib-method", default="minmax", show_default=True, help="INT8: minmax, entropy or percentile.")
+@click.option("--min-cosine-mean", type=float, help="INT8: lower the gate on mean cosine (default 0.995).")
+@click.option("--min-cosine-worst-1pct", type=float, help="INT8: lower the gate on the worst 1% (default 0.98).")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @_friendly_errors
 def export(preset, checkpoint, random_init, seed, target, graphs, context_length, precision, text_padding,
-           parity_prompts, parity_images, out, force):
+           parity_prompts, parity_images, calib_prompts, calib_method, min_cosine_mean, min_cosine_worst_1pct,
+           out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
@@ -89,10 +95,14 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
     progress = _progress()
     loaded = load_model(preset, checkpoint, random_init, seed, context_length)
     prompts = read_prompts(list(parity_prompts)) if parity_prompts else None
+    calibration = read_prompts(list(calib_prompts)) if calib_prompts else None
+    gate = {k: v for k, v in [("min_cosine_mean", min_cosine_mean),
+                              ("min_cosine_worst_1pct", min_cosine_worst_1pct)] if v is not None}
     manifest = export_bundle(
         loaded, out, target=target, graphs=_split(graphs) or None, context_length=context_length,
         precision=precision, text_padding=text_padding, parity_prompts=prompts,
-        parity_images=list(parity_images) or None, force=force, progress=progress,
+        parity_images=list(parity_images) or None, calib_prompts=calibration, calib_method=calib_method,
+        gate=gate or None, force=force, progress=progress,
     )
     for name, graph in manifest["graphs"].items():
         worst = min(p["cosine_min"] for k, p in graph["parity"].items() if k != "reference")

@@ -143,7 +143,7 @@ def test_parity_failure_fails_the_export_with_figures(tmp_path, tiny_s0, monkeyp
 
     real = target.export_graph
 
-    def corrupt(module, spec, example, path, precision):
+    def corrupt(module, spec, example, path, precision, calibration=None):
         real(module, spec, example, path, precision)
         model = onnx.load(path)  # scale the biggest weight: the graph still runs, but answers differently
         biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
@@ -165,6 +165,8 @@ def test_unavailable_targets_fail_clearly(tmp_path, tiny_s0, target, message):
 
 
 def test_bad_options_fail_before_work(tmp_path, tiny_s0):
+    with pytest.raises(LitetextError, match="int8 is available for text_encoder only"):
+        export_bundle(tiny_s0, tmp_path / "b", precision="int8")
     with pytest.raises(LitetextError, match="not 'int4'"):
         export_bundle(tiny_s0, tmp_path / "b", precision="int4")
     with pytest.raises(LitetextError, match="unknown graphs"):

@@ -24,6 +24,28 @@ def builtin_prompts() -> list[str]:
     return read_prompts([builtin_asset("prompts_coco_80_names.txt")])
 
 
+def builtin_calibration_prompts() -> list[str]:
+    return read_prompts([builtin_asset("prompts_calibration.txt")])
+
+
+def sample_by_length(prompts: list[str], lengths: list[int], count: int, seed: int = 0) -> list[str]:
+    """Up to `count` prompts, drawn evenly across token lengths (seeded), so that rare long referring
+    expressions are represented rather than drowned by short category names."""
+    if len(prompts) <= count:
+        return list(prompts)
+    rng = np.random.default_rng(seed)
+    buckets: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        buckets.setdefault(n, []).append(i)
+    queues = [list(rng.permutation(ids)) for _, ids in sorted(buckets.items())]
+    chosen: list[int] = []
+    while len(chosen) < count:  # round robin over lengths until the count is reached
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(int(queue.pop()))
+    return [prompts[i] for i in sorted(chosen)]
+
+
 def builtin_images() -> list[Path]:
     return [builtin_asset("chelsea.png"), builtin_asset("rocket.jpg")]
 

@@ -46,8 +46,12 @@ def tensor_parity(reference: np.ndarray, candidate: np.ndarray, valid: np.ndarra
 
 
 def passes(figures: dict[str, float], tolerance: Tolerance) -> bool:
-    bound = tolerance.atol + tolerance.rtol * figures["max_abs_reference"]
-    return figures["max_abs_error"] <= bound and figures["cosine_min"] >= tolerance.min_cosine
+    if tolerance.atol is not None:
+        if figures["max_abs_error"] > tolerance.atol + tolerance.rtol * figures["max_abs_reference"]:
+            return False
+    return (figures["cosine_min"] >= tolerance.min_cosine
+            and figures["cosine_mean"] >= tolerance.min_cosine_mean
+            and figures["cosine_worst_1pct"] >= tolerance.min_cosine_worst_1pct)
 
 
 def merge_parity(parts: list[dict[str, float]]) -> dict[str, float]:

@@ -14,7 +14,7 @@ import importlib
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,17 @@ def export_bundle(
     text_padding: str = "upstream",
     parity_prompts: list[str] | None = None,
     parity_images: list[str | Path] | None = None,
+    calib_prompts: list[str] | None = None,
+    calib_method: str = "minmax",
+    gate: dict[str, float] | None = None,
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
     """Export `graphs` of `loaded` to `out` and return the manifest. Fails (writing nothing) when an
-    artifact's parity against PyTorch is outside its tolerance."""
+    artifact's parity against PyTorch is outside its tolerance.
+
+    INT8 calibrates on `calib_prompts` (default: the built-in tier-A category names) with `calib_method`;
+    `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct)."""
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
     from litetext.calibration.parity import passes
     from litetext.runtimes.torch_runner import TorchRunner
@@ -73,6 +79,14 @@ def export_bundle(
     ctx = context_length or _default_context(loaded)
     writer = BundleWriter(out, force)  # fails now, before any work, if OUT exists without --force
     specs = describe_graphs(loaded, ctx, padding)
+    lacking = [g for g in graphs if precision not in specs[g].tolerance]
+    if lacking:
+        have = [g for g in GRAPH_NAMES if precision in specs[g].tolerance]
+        raise LitetextError(
+            f"{precision} is available for {', '.join(have)} only in this version, not {', '.join(lacking)}; "
+            "export those graphs in fp32 or fp16"
+        )
+    tolerances = {g: replace(specs[g].tolerance[precision], **(gate or {})) for g in graphs}
     prompts = parity_prompts or builtin_prompts()
     images = read_images(parity_images) if parity_images else builtin_images()
     progress(f"weights: {loaded.weights_label}")
@@ -89,18 +103,19 @@ def export_bundle(
             path = tmp / f"{name}{module.FILE_SUFFIX}"
             progress(f"{name}: exporting to {target} {precision}")
             t0 = time.perf_counter()
-            module.export_graph(graph, spec, _example(batches), path, precision)
+            calibration = _int8_calibration(ctx, padding, calib_prompts, calib_method) if precision == "int8" else None
+            module.export_graph(graph, spec, _example(batches), path, precision, calibration)
             export_s = time.perf_counter() - t0
             progress(f"{name}: checking parity on {sum(len(next(iter(b.values()))) for b in batches)} real samples")
             runner = module.open_runner(path, spec, precision)
             parity = feeds.measure(name, reference, runner, batches)
             runner.close()
-            failed = [out_name for out_name, fig in parity.items() if not passes(fig, spec.tolerance[precision])]
+            failed = [out_name for out_name, fig in parity.items() if not passes(fig, tolerances[name])]
             if failed:
                 details = "; ".join(f"{o}: {_fmt(parity[o])}" for o in failed)
                 raise LitetextError(
                     f"{name} ({target} {precision}) is outside its tolerance "
-                    f"{asdict(spec.tolerance[precision])}: {details}. Nothing was written"
+                    f"{asdict(tolerances[name])}: {details}. Nothing was written"
                 )
             files = module.files_of(path)
             manifest_graphs[name] = {
@@ -109,9 +124,11 @@ def export_bundle(
                 "bytes": sum(f.stat().st_size for f in files),
                 "sha256": _sha256(path),
                 "parity": {"reference": "torch eager fp32, same weights", **parity},
-                "tolerance": {precision: asdict(spec.tolerance[precision])},
+                "tolerance": {precision: asdict(tolerances[name])},
                 "export_seconds": round(export_s, 2),
             }
+            if calibration is not None:
+                manifest_graphs[name]["calibration"] = calibration.report
             progress(f"{name}: ok ({manifest_graphs[name]['bytes'] / 2**20:.1f} MiB, {export_s:.1f} s)")
         write_tokenizer_json(tmp / TOKENIZER, context_length=ctx, pad_id=padding.pad_id)
         manifest = _manifest(loaded, target, precision, ctx, padding, manifest_graphs, prompts, images, module)
@@ -119,6 +136,29 @@ def export_bundle(
         write_json_atomic(tmp / MANIFEST, manifest)
     progress(f"wrote {Path(out)}")
     return manifest
+
+
+CALIBRATION_PROMPTS = 256
+CALIBRATION_BATCH = 16
+
+
+def _int8_calibration(ctx, padding, calib_prompts, method):
+    """Calibration feeds from real prompts, sampled evenly across token lengths (seed 0)."""
+    from litetext.calibration.data import builtin_calibration_prompts, sample_by_length
+    from litetext.calibration.int8 import Int8Calibration
+    from litetext.tokenizer import ClipTokenizer
+
+    tokenizer = ClipTokenizer()
+    prompts = calib_prompts or builtin_calibration_prompts()
+    lengths = [min(len(tokenizer.encode(p)) + 2, ctx) for p in prompts]
+    chosen = sample_by_length(prompts, lengths, CALIBRATION_PROMPTS, seed=0)
+    tokens = tokenizer(chosen, context_length=ctx, pad_id=padding.pad_id)
+    feeds = [
+        {"input_ids": tokens.input_ids[i : i + CALIBRATION_BATCH],
+         "attention_mask": tokens.attention_mask[i : i + CALIBRATION_BATCH]}
+        for i in range(0, len(chosen), CALIBRATION_BATCH)
+    ]
+    return Int8Calibration(feeds, method, prompts=len(chosen))
 
 
 def _default_context(loaded: LoadedModel) -> int:
@@ -204,7 +244,8 @@ def _example(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _fmt(fig: dict[str, float]) -> str:
-    return f"max error {fig['max_abs_error']:.3g} (reference max {fig['max_abs_reference']:.3g}), min cosine {fig['cosine_min']:.6f}"
+    return (f"max error {fig['max_abs_error']:.3g} (reference max {fig['max_abs_reference']:.3g}), cosine mean "
+            f"{fig['cosine_mean']:.6f}, worst 1% {fig['cosine_worst_1pct']:.6f}, min {fig['cosine_min']:.6f}")
 
 
 def _sha256(path: Path) -> str:

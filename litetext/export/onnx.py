@@ -15,13 +15,28 @@ from litetext.errors import LitetextError
 from litetext.models.graphs import GraphSpec
 
 OPSET = 17  # ONNX Runtime, TensorRT 10 and 11 all parse it; LayerNormalization is native from 17
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 FILE_SUFFIX = ".onnx"
 
 
-def export_graph(module: torch.nn.Module, spec: GraphSpec, example: dict, path: Path, precision: str) -> Path:
-    """Trace `module` on `example` (numpy feed) and write an ONNX file at `path`. Returns the path."""
+def export_graph(module: torch.nn.Module, spec: GraphSpec, example: dict, path: Path, precision: str,
+                 calibration=None) -> Path:
+    """Trace `module` on `example` (numpy feed) and write an ONNX file at `path`. Returns the path.
+    INT8 needs `calibration` (litetext.calibration.int8.Int8Calibration): fp32 is exported, then quantized."""
     import onnx
+
+    if precision == "int8":
+        from litetext.calibration.int8 import quantize_int8
+
+        if calibration is None:
+            raise LitetextError("int8 export needs calibration prompts")
+        fp32 = path.with_name(path.stem + ".fp32.onnx")
+        export_graph(module, spec, example, fp32, "fp32")
+        quantize_int8(fp32, path, calibration)
+        for f in files_of(fp32):
+            f.unlink()
+        onnx.checker.check_model(str(path), full_check=True)
+        return path
 
     if precision not in PRECISIONS:
         raise LitetextError(f"the onnx target exports {', '.join(PRECISIONS)}, not {precision!r}")

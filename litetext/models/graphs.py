@@ -61,11 +61,14 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """An output passes when max|err| <= atol + rtol * max|reference| and its cosine >= min_cosine."""
+    """An output passes when max|err| <= atol + rtol * max|reference| (no bound when atol is None), its worst
+    cosine >= min_cosine, its mean cosine >= min_cosine_mean and its worst 1% >= min_cosine_worst_1pct."""
 
-    atol: float
+    atol: float | None
     rtol: float
     min_cosine: float
+    min_cosine_mean: float = 0.0
+    min_cosine_worst_1pct: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class GraphSpec:
 _TEXT_TOLERANCE = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-4, min_cosine=0.99999),
     "fp16": Tolerance(atol=5e-2, rtol=2e-2, min_cosine=0.999),
+    # INT8 is judged as a quantized model is: by direction, on average and on the worst 1% of tokens.
+    "int8": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.995, min_cosine_worst_1pct=0.98),
 }
 _VISION_TOLERANCE = {
     "fp32": Tolerance(atol=1e-3, rtol=1e-4, min_cosine=0.99999),

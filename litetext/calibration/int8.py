@@ -1,0 +1,178 @@
+"""INT8 with activations calibrated on real prompts: ONNX Runtime's calibrators and QDQ quantizer.
+
+- Weights per-channel symmetric INT8 (MatMul, Gemm, Conv). The token-embedding table (Gather) is 8-bit too:
+  it is 60% of S0's parameters, so leaving it in fp32 would keep the file above a third of fp32. ONNX Runtime
+  quantizes a Gather's table as it quantizes activations (uint8, one scale shared with the Gather output);
+  per-row scales would be finer and are not done yet.
+- Activations uint8 with ranges from one of three calibration methods, really different from each other:
+  ONNX Runtime's Entropy calibrator with its defaults (128 histogram bins, 128 quantized bins) searches no
+  threshold at all and returns MinMax's ranges (checked in tests), so Entropy uses 2048 bins here.
+- Mixed precision: each layer's contribution to the error is measured on the calibration prompts (never on the
+  held-out ones), and the most sensitive layers stay fp32 until the calibration-set target is met.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from litetext.errors import LitetextError
+
+# name -> (ONNX Runtime calibration method name, calibrator options)
+METHODS = {
+    "minmax": ("MinMax", {}),
+    "entropy": ("Entropy", {"num_bins": 2048, "num_quantized_bins": 128}),
+    "percentile": ("Percentile", {"num_bins": 2048, "percentile": 99.99}),
+}
+DEFAULT_METHOD = "minmax"  # best worst-case parity on held-out prompts; see docs/int8.md
+QUANTIZED_OPS = ["MatMul", "Gemm", "Conv", "Gather"]
+
+
+@dataclass
+class Int8Calibration:
+    """What an INT8 export calibrates with: feeds from real prompts, a method, and the target the mixed-
+    precision search aims for on those same calibration feeds."""
+
+    feeds: list[dict[str, np.ndarray]]  # input_ids and attention_mask (used to pick valid tokens) per batch
+    method: str = DEFAULT_METHOD
+    target_cosine_mean: float = 0.995
+    target_cosine_worst_1pct: float = 0.98
+    prompts: int = 0
+    report: dict = field(default_factory=dict)  # filled by quantize_int8: method, kept-fp32 layers, sizes
+
+
+def layer_group(node_name: str) -> str:
+    """The layer a node belongs to, from the exporter's scoped names ('/text/layers.3/mlp/fc1/MatMul')."""
+    match = re.search(r"layers\.(\d+)", node_name)
+    if match:
+        return f"layers.{match.group(1)}"
+    if "token_embedding" in node_name or "Gather" in node_name:
+        return "token_embedding"
+    return node_name.strip("/").split("/")[0] or node_name
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration) -> dict:
+    """Write an INT8 QDQ model of `fp32_path` to `out_path`; returns what was done (goes to the manifest)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    if calibration.method not in METHODS:
+        raise LitetextError(f"unknown calibration method {calibration.method!r}; choose one of: {', '.join(METHODS)}")
+    if not calibration.feeds:
+        raise LitetextError("INT8 needs calibration prompts; none were given")
+    method_name, options = METHODS[calibration.method]
+
+    inputs = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{k: f[k] for k in inputs} for f in calibration.feeds])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        calibrator = create_calibrator(
+            fp32_path, None, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+            calibrate_method=getattr(CalibrationMethod, method_name), extra_options=options,
+        )
+        calibrator.collect_data(Reader())
+        ranges = calibrator.compute_data()
+    model = onnx.load(str(fp32_path))
+    groups = sorted({layer_group(n.name) for n in model.graph.node if n.op_type in QUANTIZED_OPS})
+
+    quantized = _quantize(fp32_path, ranges, exclude=[])
+    figures = _calibration_parity(fp32_path, quantized, calibration.feeds)
+    kept: list[str] = []
+    sensitivity: dict[str, float] = {}
+    if not _meets(figures, calibration):
+        # Each layer's contribution: the error when it alone is quantized, measured on calibration feeds.
+        for group in groups:
+            alone = _quantize(fp32_path, ranges, exclude=_nodes_not_in(model, group))
+            sensitivity[group] = 1.0 - _calibration_parity(fp32_path, alone, calibration.feeds)["cosine_mean"]
+        for group in sorted(sensitivity, key=sensitivity.get, reverse=True):
+            kept.append(group)
+            quantized = _quantize(fp32_path, ranges, exclude=_nodes_in(model, kept))
+            figures = _calibration_parity(fp32_path, quantized, calibration.feeds)
+            if _meets(figures, calibration) or len(kept) == len(groups):
+                break
+    onnx.save(quantized, str(out_path))
+    report = {
+        "method": calibration.method,
+        "calibrator_options": options,
+        "weights": "int8 symmetric per channel (MatMul/Gemm/Conv); token table uint8 per tensor (Gather)",
+        "activations": "uint8 per tensor, calibrated",
+        "calibration_prompts": calibration.prompts,
+        "calibration_parity": figures,
+        "layers_kept_fp32": kept,
+        "layer_sensitivity": sensitivity,
+    }
+    calibration.report = report
+    return report
+
+
+def _quantize(fp32_path: Path, ranges, exclude: list[str]):
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    quantizer = QDQQuantizer(
+        load_model_with_shape_infer(Path(fp32_path)), True, False, QuantType.QInt8, QuantType.QUInt8, ranges,
+        [], exclude, QUANTIZED_OPS,
+        {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"Gather": 0, "MatMul": 1}},
+    )
+    quantizer.quantize_model()
+    return topologically_sorted(quantizer.model.model)
+
+
+def topologically_sorted(model):
+    """ONNX Runtime's quantizer appends the weights' DequantizeLinear nodes at the end of the graph; the ONNX
+    spec (and onnx.checker, and TensorRT's parser) want every node after the nodes it reads from."""
+    graph = model.graph
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise RuntimeError(f"graph has a cycle or dangling inputs at {pending[0].name}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
+
+
+def _nodes_in(model, groups: list[str]) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and layer_group(n.name) in groups]
+
+
+def _nodes_not_in(model, group: str) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and layer_group(n.name) != group]
+
+
+def _calibration_parity(fp32_path: Path, quantized, feeds) -> dict[str, float]:
+    import onnxruntime as ort
+
+    from litetext.calibration.parity import merge_parity, tensor_parity
+
+    reference = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    candidate = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in reference.get_inputs()]
+    parts = []
+    for feed in feeds:
+        run = {k: feed[k] for k in inputs}
+        want, got = reference.run(None, run)[0], candidate.run(None, run)[0]
+        parts.append(tensor_parity(want, got, feed["attention_mask"], per_token=True))
+    return merge_parity(parts)
+
+
+def _meets(figures: dict[str, float], calibration: Int8Calibration) -> bool:
+    return (figures["cosine_mean"] >= calibration.target_cosine_mean
+            and figures["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct)

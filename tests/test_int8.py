@@ -1,0 +1,119 @@
+"""INT8: calibrated on real prompts, the token table quantized, three really different methods, a parity gate
+measured on other prompts, and mixed precision that keeps the most sensitive layers in fp32."""
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import tiny_model
+from litetext.calibration.data import builtin_calibration_prompts, sample_by_length
+from litetext.calibration.int8 import METHODS, Int8Calibration, layer_group, quantize_int8
+from litetext.errors import LitetextError
+from litetext.export import export_bundle
+from litetext.tokenizer import ClipTokenizer
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory, tiny_s0):
+    out = tmp_path_factory.mktemp("int8") / "b"
+    return out, export_bundle(tiny_s0, out, graphs=["text_encoder"], precision="int8")
+
+
+def test_int8_text_encoder_is_quantized_and_gated(int8_bundle):
+    out, manifest = int8_bundle
+    graph = manifest["graphs"]["text_encoder"]
+    model = onnx.load(out / "text_encoder.onnx")
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    table = [t for t in model.graph.initializer if list(t.dims) == [49408, 32]]
+    # the token table is 8-bit (ONNX Runtime stores a Gather's table as uint8)
+    assert len(table) == 1 and table[0].data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    fig = graph["parity"]["text_features"]
+    assert fig["cosine_mean"] >= 0.995 and fig["cosine_worst_1pct"] >= 0.98 and fig["max_abs_error"] > 0
+    assert graph["calibration"]["method"] == "minmax" and graph["calibration"]["calibration_prompts"] == 256
+    assert graph["tolerance"]["int8"]["min_cosine_mean"] == 0.995
+
+
+def test_int8_file_is_small(int8_bundle, tmp_path, tiny_s0):
+    out, manifest = int8_bundle
+    fp32 = export_bundle(tiny_s0, tmp_path / "fp32", graphs=["text_encoder"])
+    ratio = manifest["graphs"]["text_encoder"]["bytes"] / fp32["graphs"]["text_encoder"]["bytes"]
+    assert ratio < 0.35, ratio
+
+
+def test_gate_fails_with_figures_and_writes_nothing(tmp_path, tiny_s0):
+    with pytest.raises(LitetextError, match="outside its tolerance.*cosine mean"):
+        export_bundle(tiny_s0, tmp_path / "b", graphs=["text_encoder"], precision="int8",
+                      gate={"min_cosine_mean": 1.0})
+    assert list(tmp_path.iterdir()) == []
+
+
+def _fp32_and_feeds(tmp_path, tiny_s0):
+    from litetext.export import _int8_calibration
+    from litetext.export.onnx import export_graph
+    from litetext.models.graphs import build_graph, describe_graphs, get_padding
+
+    padding = get_padding("upstream")
+    calibration = _int8_calibration(16, padding, None, "minmax")
+    spec = describe_graphs(tiny_s0, 16, padding)["text_encoder"]
+    path = tmp_path / "fp32.onnx"
+    export_graph(build_graph("text_encoder", tiny_s0, 16, padding), spec, calibration.feeds[0], path, "fp32")
+    return path, calibration.feeds
+
+
+def _ranges(path, feeds, method):
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    name, options = METHODS[method] if method in METHODS else ("Entropy", {})
+
+    class Reader(CalibrationDataReader):
+        items = iter([{"input_ids": f["input_ids"]} for f in feeds])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    calibrator = create_calibrator(path, None, augmented_model_path=str(path.with_suffix(".aug.onnx")),
+                                   calibrate_method=getattr(CalibrationMethod, name), extra_options=options)
+    calibrator.collect_data(Reader())
+    return {k: tuple(float(np.asarray(x).reshape(-1)[0]) for x in v.range_value)
+            for k, v in calibrator.compute_data().data.items()}
+
+
+def test_methods_are_really_different(tmp_path, tiny_s0):
+    path, feeds = _fp32_and_feeds(tmp_path, tiny_s0)
+    minmax = _ranges(path, feeds, "minmax")
+    assert _ranges(path, feeds, "entropy-onnxruntime-defaults") == minmax  # the trap: same scales as MinMax
+    entropy, percentile = _ranges(path, feeds, "entropy"), _ranges(path, feeds, "percentile")
+    for other in (entropy, percentile):
+        narrower = sum(other[k][1] - other[k][0] < minmax[k][1] - minmax[k][0] - 1e-6 for k in minmax)
+        assert narrower > len(minmax) // 2  # clipping methods narrow most ranges
+
+
+def test_mixed_precision_keeps_the_most_sensitive_layers(tmp_path, tiny_s0):
+    path, feeds = _fp32_and_feeds(tmp_path, tiny_s0)
+    calibration = Int8Calibration(feeds, "minmax", target_cosine_mean=0.999999999, prompts=256)
+    report = quantize_int8(path, tmp_path / "mixed.onnx", calibration)
+    groups = set(report["layer_sensitivity"])
+    assert {"layers.0", "layers.1", "layers.2", "token_embedding"} <= groups
+    kept = report["layers_kept_fp32"]
+    ranked = sorted(report["layer_sensitivity"], key=report["layer_sensitivity"].get, reverse=True)
+    assert kept == ranked[: len(kept)] and len(kept) >= 1
+    assert report["calibration_parity"]["cosine_mean"] > 0.995
+
+
+def test_layer_groups():
+    assert layer_group("/text/layers.3/mlp/fc1/MatMul") == "layers.3"
+    assert layer_group("/text/embeddings/token_embedding/Gather") == "token_embedding"
+    assert layer_group("/projection/MatMul") == "projection"
+
+
+def test_sampler_is_seeded_and_spreads_over_lengths():
+    prompts = builtin_calibration_prompts()
+    tokenizer = ClipTokenizer()
+    lengths = [len(tokenizer.encode(p)) + 2 for p in prompts]
+    a, b = sample_by_length(prompts, lengths, 64, seed=0), sample_by_length(prompts, lengths, 64, seed=0)
+    assert a == b and len(a) == 64 and sample_by_length(prompts, lengths, 64, seed=1) != a
+    picked = [lengths[prompts.index(p)] for p in a]
+    share_long = np.mean([n >= 6 for n in picked])
+    assert share_long > 2 * np.mean([n >= 6 for n in lengths])  # long prompts are not drowned
