@@ -58,7 +58,7 @@ def _fp32_and_feeds(tmp_path, tiny_s0):
     spec = describe_graphs(tiny_s0, 16, padding)["text_encoder"]
     path = tmp_path / "fp32.onnx"
     export_graph(build_graph("text_encoder", tiny_s0, 16, padding), spec, calibration.feeds[0], path, "fp32")
-    return path, calibration.feeds
+    return path, calibration.feeds[:4]  # 64 prompts: enough to tell the methods apart, quick
 
 
 def _ranges(path, feeds, method):
