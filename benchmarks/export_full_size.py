@@ -46,12 +46,15 @@ def main() -> None:
     parser.add_argument("--prompts", nargs="+", required=True, help="held-out prompt files or folders")
     parser.add_argument("--work", default="benchmarks/work", help="scratch folder for checkpoints and bundles")
     parser.add_argument("--json", default="benchmarks/results/export_full_size.json")
+    parser.add_argument("--count", type=int, default=1000, help="held-out prompts to measure on (seeded sample)")
     parser.add_argument("--skip-vision", action="store_true", help="text encoders only")
     args = parser.parse_args()
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(args.prompts)
+    rng = np.random.default_rng(0)
+    prompts = [prompts[i] for i in sorted(rng.choice(len(prompts), min(args.count, len(prompts)), replace=False))]
     rows = []
 
     def record(name, loaded, manifest, graph, extra=None):
