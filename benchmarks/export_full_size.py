@@ -13,7 +13,6 @@ import argparse
 import gc
 import platform
 import resource
-import time
 from pathlib import Path
 
 import numpy as np

@@ -3,40 +3,16 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from functools import wraps
 
 import click
 
-from litetext.errors import LitetextError
-
-
-def _friendly_errors(command):
-    """User errors print one line and exit 2; Ctrl-C exits 130. Exports clean up after themselves."""
-
-    @wraps(command)
-    def run(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except LitetextError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.secho("interrupted: nothing was written", fg="red", err=True)
-            sys.exit(130)
-
-    return run
+from litetext.cli_helpers import friendly_errors, split_list
 
 
 def _progress():
     start = time.perf_counter()
     return lambda message: click.echo(f"[{time.perf_counter() - start:7.1f}s] {message}", err=True)
-
-
-def _split(values: tuple[str, ...]) -> list[str]:
-    """Accept both `--graphs a --graphs b` and `--graphs a,b`."""
-    return [v for value in values for v in value.split(",") if v]
 
 
 @click.group()
@@ -80,7 +56,7 @@ def model_options(command):
 @click.option("--min-cosine-worst-1pct", type=float, help="INT8: lower the gate on the worst 1% (default 0.98).")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
-@_friendly_errors
+@friendly_errors
 def export(preset, checkpoint, random_init, seed, target, graphs, context_length, precision, text_padding,
            parity_prompts, parity_images, calib_prompts, calib_method, min_cosine_mean, min_cosine_worst_1pct,
            out, force):
@@ -99,7 +75,7 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
     gate = {k: v for k, v in [("min_cosine_mean", min_cosine_mean),
                               ("min_cosine_worst_1pct", min_cosine_worst_1pct)] if v is not None}
     manifest = export_bundle(
-        loaded, out, target=target, graphs=_split(graphs) or None, context_length=context_length,
+        loaded, out, target=target, graphs=split_list(graphs) or None, context_length=context_length,
         precision=precision, text_padding=text_padding, parity_prompts=prompts,
         parity_images=list(parity_images) or None, calib_prompts=calibration, calib_method=calib_method,
         gate=gate or None, force=force, progress=progress,
@@ -118,7 +94,7 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
 @click.option("--prompt", required=True, help="Text prompt naming the concept to segment.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Score threshold.")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Folder for instances.json and PNGs.")
-@_friendly_errors
+@friendly_errors
 def predict(bundle, image, prompt, threshold, out):
     """Segment every instance of PROMPT in IMAGE with an exported bundle (ONNX Runtime)."""
     from litetext.export.bundle import Bundle
@@ -135,6 +111,14 @@ def predict(bundle, image, prompt, threshold, out):
     if opened.manifest["model"]["weights"]["kind"] == "random":
         click.secho(f"NOTE: {label}", fg="yellow", err=True)
 
+
+def _register_bench() -> None:
+    from litetext.benchmarks.cli import bench
+
+    main.add_command(bench)
+
+
+_register_bench()
 
 if __name__ == "__main__":
     main()

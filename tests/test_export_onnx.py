@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import tiny_model
+
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
 from litetext.export.bundle import Bundle
-from litetext.models.graphs import build_graph, describe_graphs, get_padding
+from litetext.models.graphs import build_graph, describe_graphs
 from litetext.runtimes.torch_runner import TorchRunner
 from litetext.tokenizer import ClipTokenizer
 
@@ -74,7 +74,7 @@ def test_bundle_tokenizer_json_gives_the_graph_ids(bundle):
 
 
 def test_fp16_and_transformers_padding(tmp_path, tiny_s0):
-    m = export_bundle(tiny_s0, tmp_path / "fp16", graphs=["text_encoder"], precision="fp16",
+    m = export_bundle(tiny_s0, tmp_path / "fp16", graphs=["text_encoder", "vision_encoder"], precision="fp16",
                       text_padding="transformers")
     graph = m["graphs"]["text_encoder"]
     assert [t["name"] for t in graph["inputs"]] == ["input_ids", "attention_mask"]

@@ -1,6 +1,5 @@
 """The export wrappers reproduce the transformers models exactly, for both padding semantics."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import tiny_model
+
 from litetext.calibration.data import builtin_calibration_prompts, sample_by_length
 from litetext.calibration.int8 import METHODS, Int8Calibration, layer_group, quantize_int8
 from litetext.errors import LitetextError

@@ -50,30 +50,72 @@ def builtin_images() -> list[Path]:
     return [builtin_asset("chelsea.png"), builtin_asset("rocket.jpg")]
 
 
+PROMPT_SUFFIXES = (".txt", ".json")
+
+
 def read_prompts(paths: list[str | Path]) -> list[str]:
-    """Prompts from text files (one a line) and folders of them, in order, duplicates removed."""
+    """Prompts from files and folders of them, in order, duplicates removed. Formats:
+    - .txt: one prompt a line;
+    - .json: COCO / LVIS categories (`categories[].name` and `synonyms`), RefCOCO-style referring expressions
+      (`sentences[].raw`, else `.sent`), SA-Co noun phrases (`noun_phrase`, `text_input`), found at any depth.
+    """
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(p.glob("*.txt")))
+            files.extend(sorted(q for q in p.iterdir() if q.suffix in PROMPT_SUFFIXES))
         elif p.is_file():
             files.append(p)
         else:
             raise LitetextError(f"prompt file {p} does not exist")
     if not files:
-        raise LitetextError(f"no .txt prompt files in {', '.join(map(str, paths))}")
+        raise LitetextError(f"no prompt files (.txt, .json) in {', '.join(map(str, paths))}")
     prompts: dict[str, None] = {}
     for f in files:
         try:
             text = f.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise LitetextError(f"prompt file {f} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        for line in text.splitlines():
+        found = _json_prompts(f, text) if f.suffix == ".json" else text.splitlines()
+        for line in found:
             if line.strip():
-                prompts[line.strip()] = None
+                prompts[" ".join(line.split())] = None
     if not prompts:
         raise LitetextError(f"prompt files {', '.join(map(str, files))} hold no prompts")
     return list(prompts)
+
+
+def _json_prompts(path: Path, text: str) -> list[str]:
+    import json
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LitetextError(f"prompt file {path} is not valid JSON: {e}") from None
+    found: list[str] = []
+
+    def walk(node, parent_key: str = "") -> None:
+        if isinstance(node, dict):
+            if parent_key == "categories" and isinstance(node.get("name"), str):
+                found.append(node["name"].replace("_", " "))
+                found.extend(s.replace("_", " ") for s in node.get("synonyms", []) if isinstance(s, str))
+            if parent_key == "sentences" and isinstance(node.get("raw", node.get("sent")), str):
+                found.append(node.get("raw", node.get("sent")))
+            for key in ("noun_phrase", "text_input"):
+                if isinstance(node.get(key), str):
+                    found.append(node[key])
+            for key, value in node.items():
+                walk(value, key)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, parent_key)
+
+    walk(data)
+    if not found:
+        raise LitetextError(
+            f"{path} holds no prompts litetext recognises (categories[].name, sentences[].raw/sent, "
+            "noun_phrase, text_input)"
+        )
+    return found
 
 
 def read_images(paths: list[str | Path]) -> list[Path]:

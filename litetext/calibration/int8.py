@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from litetext.errors import LitetextError
+from litetext.export.onnx import topologically_sorted
 
 # name -> (ONNX Runtime calibration method name, calibrator options)
 METHODS = {
@@ -128,25 +129,6 @@ def _quantize(fp32_path: Path, ranges, exclude: list[str]):
     )
     quantizer.quantize_model()
     return topologically_sorted(quantizer.model.model)
-
-
-def topologically_sorted(model):
-    """ONNX Runtime's quantizer appends the weights' DequantizeLinear nodes at the end of the graph; the ONNX
-    spec (and onnx.checker, and TensorRT's parser) want every node after the nodes it reads from."""
-    graph = model.graph
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise RuntimeError(f"graph has a cycle or dangling inputs at {pending[0].name}")
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        pending = [n for n in pending if n not in ready]
-    del graph.node[:]
-    graph.node.extend(ordered)
-    return model
 
 
 def _nodes_in(model, groups: list[str]) -> list[str]:

@@ -75,7 +75,26 @@ def to_fp16(model):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return convert_float_to_float16(model, keep_io_types=True)
+        return topologically_sorted(convert_float_to_float16(model, keep_io_types=True))
+
+
+def topologically_sorted(model):
+    """ONNX Runtime's quantizer and fp16 converter append nodes (weight DequantizeLinear, input Casts) at the end
+    of the graph; the ONNX spec (and onnx.checker, and TensorRT's parser) want every node after its inputs."""
+    graph = model.graph
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise RuntimeError(f"graph has a cycle or dangling inputs at {pending[0].name}")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return model
 
 
 def save(model, path: Path) -> None:

@@ -1,0 +1,89 @@
+"""Real inputs for each graph at a batch size: prompts through the tokenizer, images through preprocessing.
+
+Every feed of a batch size has exactly that batch (prompts and images are taken in order and wrap around), so
+timed runs all see the same shapes. The heads get the FPN levels of one image (repeated) and the text
+features of `batch` prompts, computed by the given text and vision runners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class GraphFeeds:
+    feeds: list[dict[str, np.ndarray]]
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)  # heads: (height, width) of each feed's image
+
+
+class Feeds:
+    def __init__(self, prompts: list[str], images: list[str | Path]):
+        self.prompts = list(prompts)
+        self.images = [Path(p) for p in images]
+        self._tokens: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._rgb: list[np.ndarray] | None = None
+        self._pixels: dict[int, list[np.ndarray]] = {}
+
+    def describe(self) -> dict:
+        return {"prompts": len(self.prompts), "images": [p.name for p in self.images]}
+
+    def tokens(self, context_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (context_length, pad_id)
+        if key not in self._tokens:
+            import warnings
+
+            from litetext.tokenizer import ClipTokenizer
+
+            with warnings.catch_warnings():  # long prompts are cut; the benchmark measures what runs
+                warnings.simplefilter("ignore")
+                batch = ClipTokenizer()(self.prompts, context_length=context_length, pad_id=pad_id)
+            self._tokens[key] = (batch.input_ids, batch.attention_mask)
+        return self._tokens[key]
+
+    def text(self, context_length: int, padding, batch: int) -> GraphFeeds:
+        ids, mask = self.tokens(context_length, padding.pad_id)
+        n = len(ids)
+        out = []
+        for start in range(0, n, batch):
+            rows = [(start + j) % n for j in range(batch)]
+            out.append({"input_ids": ids[rows], "attention_mask": mask[rows]})
+        return GraphFeeds(out)
+
+    def rgb(self) -> list[np.ndarray]:
+        if self._rgb is None:
+            from litetext.calibration.data import load_rgb
+
+            self._rgb = [load_rgb(p) for p in self.images]
+        return self._rgb
+
+    def pixels(self, image_size: int) -> list[np.ndarray]:
+        if image_size not in self._pixels:
+            from litetext.calibration.data import preprocess_image
+
+            self._pixels[image_size] = [preprocess_image(rgb, image_size) for rgb in self.rgb()]
+        return self._pixels[image_size]
+
+    def vision(self, image_size: int, batch: int) -> GraphFeeds:
+        pixels = self.pixels(image_size)
+        n = len(pixels)
+        out = []
+        for start in range(0, n, batch):
+            out.append({"pixel_values": np.concatenate([pixels[(start + j) % n] for j in range(batch)])})
+        return GraphFeeds(out)
+
+    def heads(self, context_length: int, padding, image_size: int, batch: int, text_runner, vision_runner) -> GraphFeeds:
+        """One feed per image: its FPN levels repeated `batch` times, with `batch` prompts."""
+        ids, mask = self.tokens(context_length, padding.pad_id)
+        n = len(ids)
+        out, sizes = [], []
+        for i, (pixels, rgb) in enumerate(zip(self.pixels(image_size), self.rgb())):
+            rows = [(i * batch + j) % n for j in range(batch)]
+            text = text_runner.infer({"input_ids": ids[rows], "attention_mask": mask[rows]})["text_features"]
+            levels = vision_runner.infer({"pixel_values": pixels})
+            out.append({**{k: np.repeat(v, batch, axis=0) for k, v in levels.items()},
+                        "text_features": text, "attention_mask": mask[rows]})
+            sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
+        return GraphFeeds(out, sizes)

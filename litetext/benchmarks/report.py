@@ -1,0 +1,272 @@
+"""Report: report.md (tables) and two plots, latency vs static memory and parity per precision.
+
+matplotlib (the `bench` extra) draws with the Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from litetext.benchmarks.agreement import summary
+from litetext.benchmarks.device import short_name
+from litetext.errors import LitetextError
+
+PARITY_FLOOR = 1e-12  # 1 - cosine and errors below this are drawn at it (log axes cannot show 0)
+SHORT_MODEL = {"sam3": "SAM3 teacher", "litetext-s0": "S0", "litetext-s1": "S1", "litetext-l": "L"}
+SHORT_RUNTIME = {"onnxruntime": "ORT", "torch": "torch"}
+MARKERS = {"fp32": "o", "fp16": "^", "int8": "s", "bf16": "D"}
+PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
+
+
+def model_name(record: dict[str, Any]) -> str:
+    model = record.get("model") or {}
+    preset = model.get("preset")
+    if preset:
+        return SHORT_MODEL.get(preset, preset)
+    path = (model.get("weights") or {}).get("path")
+    return Path(path).name if path else "?"
+
+
+def config_name(record: dict[str, Any], batch: bool = False) -> str:
+    text = f"{model_name(record)} {SHORT_RUNTIME.get(record['runtime'], record['runtime'])} {record['precision']}"
+    return f"{text} b{record['batch']}" if batch else text
+
+
+def _devices(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Device key -> D1, D2, ... in order of appearance."""
+    import json
+
+    names: dict[str, str] = {}
+    for r in records:
+        key = json.dumps(r.get("device"), sort_keys=True)
+        names.setdefault(key, f"D{len(names) + 1}")
+    return names
+
+
+def _device_key(record: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(record.get("device"), sort_keys=True)
+
+
+def _random_note(records: list[dict[str, Any]]) -> str:
+    random = sum(bool((r.get("model") or {}).get("random")) for r in records)
+    if not random:
+        return ""
+    scope = "all records" if random == len(records) else f"{random} of {len(records)} records"
+    return f"weights: random ({scope}): latency and memory are real; outputs mean nothing"
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def results_table(records: list[dict[str, Any]]) -> str:
+    """The markdown table of all records (a device column when they come from several devices)."""
+    devices = _devices(records)
+    several = len(devices) > 1
+    header = ["model", "graph", "ctx", "runtime", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
+              "runs", "weights MiB", "RSS load MiB", "peak load MiB", "cos mean", "cos worst 1%", "max abs err",
+              "status"]
+    if several:
+        header.insert(0, "device")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in records:
+        lat = r.get("latency_ms") or {}
+        mem = r.get("memory_mb") or {}
+        par = summary(r.get("parity") or {})
+        parity_cells = ([_fmt(par["cosine_mean"], ".7f"), _fmt(par["cosine_worst_1pct"], ".7f"),
+                         _fmt(par["max_abs_error"], ".2e")] if par else
+                        ["reference" if (r.get("parity") or {}).get("note") else "–", "–", "–"])
+        if r.get("status") == "ok":
+            status = "ok" if not (r.get("parity") or {}).get("error") else f"ok (parity failed: {r['parity']['error']})"
+        else:
+            status = f"failed: {r.get('error')}"
+        row = [model_name(r), r["graph"], str(r.get("context_length") or "–"), r["runtime"], r["precision"], str(r["batch"]),
+               _fmt(lat.get("p50")), _fmt(lat.get("p90")), _fmt(lat.get("p99")),
+               f"{_fmt(lat.get('mean'))} ± {_fmt(lat.get('std'))}" if lat else "–", str(lat.get("runs", "–")),
+               _fmt(mem.get("weights"), ".1f"), _fmt(mem.get("rss_after_load"), ".1f"),
+               _fmt(mem.get("peak_rss_load"), ".1f"), *parity_cells, status.replace("|", "/")]
+        if several:
+            row.insert(0, devices[_device_key(r)])
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    devices = _devices(records)
+    lines = ["# litetext benchmark", ""]
+    note = _random_note(records)
+    if note:
+        lines += [f"> **{note}**", ""]
+    lines += ["Latency is per batch in milliseconds (every timed run kept, nothing trimmed). Memory in MiB: "
+              "weights = static size of the graph's weights; RSS/peak = resident memory added by loading the "
+              "graph in a fresh process (after / peak during the load). Parity: worst output of the graph "
+              "against the reference (text features per valid token).", ""]
+    lines += ["## Devices", ""]
+    by_key = {_device_key(r): r.get("device") or {} for r in records}
+    for key, tag in devices.items():
+        d = by_key[key]
+        tools = d.get("tools", {})
+        versions = ", ".join(f"{k} {v}" for k, v in tools.items() if k in ("torch", "onnxruntime", "coremltools", "tensorrt"))
+        lines.append(f"- **{tag}**: {d.get('cpu')} ({d.get('cpu_cores_usable')} usable cores, "
+                     f"{d.get('memory_gib')} GiB), accelerator {d.get('accelerator')}, {d.get('os')}, "
+                     f"python {d.get('python')}, {versions}")
+    lines += [""]
+    lines += ["## Results", "", results_table(records)]
+    heads = [r for r in records if (r.get("parity") or {}).get("instances")]
+    if heads:
+        lines += ["", "## Heads: instance agreement with the reference", "",
+                  "| model | runtime | precision | batch | threshold | reference / candidate instances | matched "
+                  "| lost | gained | mask IoU mean | box IoU mean | score max abs err |", "|" + "---|" * 12]
+        for r in heads:
+            a = r["parity"]["instances"]
+            lines.append(
+                f"| {model_name(r)} | {r['runtime']} | {r['precision']} | {r['batch']} | {a['threshold']} | "
+                f"{a['reference_instances']} / {a['candidate_instances']} | {a['matched']} | {a['lost']} | "
+                f"{a['gained']} | {_fmt(a['mask_iou_mean'], '.4f')} | {_fmt(a['box_iou_mean'], '.4f')} | "
+                f"{_fmt(a['score_max_abs_error'], '.2e')} |")
+    lines += ["", "Plots: `latency_vs_memory.png`, `parity.png`.", ""]
+    return "\n".join(lines)
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise LitetextError("reports need matplotlib: pip install 'litetext[bench]' (or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _subtitle(records: list[dict[str, Any]]) -> str:
+    names = sorted({short_name(r.get("device") or {}) for r in records})
+    text = "device: " + "; ".join(names)
+    note = _random_note(records)
+    return f"{text}\n{note}" if note else text
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log axes labelled with plain numbers (0.1, 3, 200); minor ticks labelled too when an axis spans less
+    than about a decade, so every axis shows some numbers."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:.0f}" if v >= 100 else f"{v:.3g}")
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain if lo > 0 and hi / lo < 20 else NullFormatter())
+        axis.set_tick_params(which="minor", labelsize=7)
+
+
+def plot_latency_vs_memory(records: list[dict[str, Any]], path: Path) -> Path:
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    ok = [r for r in records if r.get("status") == "ok" and (r.get("memory_mb") or {}).get("weights")]
+    graphs = list(dict.fromkeys(r["graph"] for r in ok)) or ["(none)"]
+    batches = sorted({r["batch"] for r in ok}) or [1]
+    several = len(_devices(records)) > 1
+    devices = _devices(records)
+    models = list(dict.fromkeys(model_name(r) for r in ok))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    fig, axes = plt.subplots(len(batches), len(graphs), figsize=(max(9.0, 6.5 * len(graphs)), 4.8 * len(batches) + 1),
+                             squeeze=False, layout="constrained")
+    for row, batch in enumerate(batches):
+        for col, graph in enumerate(graphs):
+            ax = axes[row][col]
+            points = [r for r in ok if r["graph"] == graph and r["batch"] == batch]
+            for r in points:
+                x, y = r["memory_mb"]["weights"], r["latency_ms"]["p50"]
+                color = colors[model_name(r)]
+                hollow = r["runtime"] == "torch"
+                ax.scatter(x, y, s=60, marker=MARKERS.get(r["precision"], "x"), zorder=3,
+                           facecolor="none" if hollow else color, edgecolor=color if hollow else "black",
+                           linewidth=1.5 if hollow else 0.5)
+                label = config_name(r) + (f" [{devices[_device_key(r)]}]" if several else "")
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_title(f"{graph}, batch {batch}", fontsize=10)
+            ax.set_xlabel("static memory: weights (MiB, log)")
+            ax.set_ylabel(f"latency p50 per batch of {batch} (ms, log)")
+            if not points:
+                ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
+            ax.margins(x=0.4, y=0.25)
+            _plain_log_ticks(ax)
+    handles = [Line2D([], [], marker="o", linestyle="", color=colors[m], label=m) for m in models]
+    precisions = list(dict.fromkeys(r["precision"] for r in ok))
+    handles += [Line2D([], [], marker=MARKERS.get(p, "x"), linestyle="", color="grey", label=p) for p in precisions]
+    if any(r["runtime"] == "torch" for r in ok):
+        handles.append(Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="grey",
+                              label="hollow: eager PyTorch"))
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
+    fig.suptitle("Latency (p50) vs static memory, per configuration\n" + _subtitle(records), fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_parity(records: list[dict[str, Any]], path: Path) -> Path:
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    rows = [(r, summary(r.get("parity") or {})) for r in records if r.get("status") == "ok"]
+    rows = [(r, s) for r, s in rows if s]
+    graphs = list(dict.fromkeys(r["graph"] for r, _ in rows)) or ["(none)"]
+    precisions = sorted({r["precision"] for r, _ in rows}, key=lambda p: (PRECISION_ORDER.get(p, 9), p))
+    colors = {p: plt.cm.Set1(i % 9) for i, p in enumerate(precisions)}
+    several = len(_devices(records)) > 1
+    devices = _devices(records)
+    widest = max([sum(r["graph"] == g for r, _ in rows) for g in graphs] + [1])
+    fig, axes = plt.subplots(2, len(graphs), figsize=(max(9.0, len(graphs) * max(5.0, 0.45 * widest + 2.5)), 8.5),
+                             squeeze=False, layout="constrained")
+    floor = lambda v: max(v, PARITY_FLOOR)  # noqa: E731
+    for col, graph in enumerate(graphs):
+        mine = sorted((x for x in rows if x[0]["graph"] == graph),
+                      key=lambda x: (PRECISION_ORDER.get(x[0]["precision"], 9), x[0]["precision"], model_name(x[0]),
+                                     x[0]["runtime"], x[0]["batch"]))
+        labels = [config_name(r, batch=True) + (f" [{devices[_device_key(r)]}]" if several else "") for r, _ in mine]
+        top, bottom = axes[0][col], axes[1][col]
+        for i, (r, s) in enumerate(mine):
+            c = colors[r["precision"]]
+            top.scatter(i, floor(1 - s["cosine_mean"]), color=c, marker="o", s=45, zorder=3)
+            top.scatter(i, floor(1 - s["cosine_worst_1pct"]), color=c, marker="v", s=45, zorder=3)
+            bottom.bar(i, floor(s["max_abs_error"]), color=c, edgecolor="black", linewidth=0.5)
+        for ax in (top, bottom):
+            ax.set_yscale("log")
+            ax.grid(True, axis="y", which="both", alpha=0.3)
+            ax.set_xticks(range(len(mine)))
+            ax.set_xticklabels(labels if ax is bottom else [], rotation=40, ha="right", fontsize=7)
+            if not mine:
+                ax.text(0.5, 0.5, "no parity figures", ha="center", va="center", transform=ax.transAxes)
+        top.set_ylim(PARITY_FLOOR / 3, 1)
+        top.set_title(f"{graph}: parity vs reference (worst output)", fontsize=10)
+        top.set_ylabel(f"1 − cosine (log; < {PARITY_FLOOR:g} drawn at it)")
+        bottom.set_ylabel("max abs error (log)")
+    handles = [Line2D([], [], marker="s", linestyle="", color=colors[p], label=p) for p in precisions]
+    handles += [Line2D([], [], marker="o", linestyle="", color="grey", label="cosine mean"),
+                Line2D([], [], marker="v", linestyle="", color="grey", label="cosine worst 1%")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle("Parity per precision (lower is closer to the reference)\n" + _subtitle(records), fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(records: list[dict[str, Any]], out: str | Path) -> dict[str, Path]:
+    """report.md, latency_vs_memory.png and parity.png in `out`; returns their paths."""
+    if not records:
+        raise LitetextError("no records to report")
+    _pyplot()  # fail before writing anything when matplotlib is missing
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out / "report.md"}
+    paths["markdown"].write_text(markdown(records), encoding="utf-8")
+    paths["latency_vs_memory"] = plot_latency_vs_memory(records, out / "latency_vs_memory.png")
+    paths["parity"] = plot_parity(records, out / "parity.png")
+    return paths
