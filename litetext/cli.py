@@ -51,6 +51,7 @@ def model_options(command):
               help="Images or folders to check parity on (default: two built-in photos).")
 @click.option("--calib-prompts", multiple=True, type=click.Path(),
               help="INT8: prompt files or folders to calibrate on (default: built-in category names).")
+@click.option("--calib-set", type=click.Path(), help="INT8: a set saved by litetext calibrate (instead of --calib-prompts).")
 @click.option("--calib-method", default="minmax", show_default=True, help="INT8: minmax, entropy or percentile.")
 @click.option("--min-cosine-mean", type=float, help="INT8: lower the gate on mean cosine (default 0.995).")
 @click.option("--min-cosine-worst-1pct", type=float, help="INT8: lower the gate on the worst 1% (default 0.98).")
@@ -58,7 +59,7 @@ def model_options(command):
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
 def export(preset, checkpoint, random_init, seed, target, graphs, context_length, precision, text_padding,
-           parity_prompts, parity_images, calib_prompts, calib_method, min_cosine_mean, min_cosine_worst_1pct,
+           parity_prompts, parity_images, calib_prompts, calib_set, calib_method, min_cosine_mean, min_cosine_worst_1pct,
            out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
@@ -71,13 +72,16 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
     progress = _progress()
     loaded = load_model(preset, checkpoint, random_init, seed, context_length)
     prompts = read_prompts(list(parity_prompts)) if parity_prompts else None
+    from litetext.calibration.sets import CalibrationSet
+
     calibration = read_prompts(list(calib_prompts)) if calib_prompts else None
+    saved_set = CalibrationSet.load(calib_set) if calib_set else None
     gate = {k: v for k, v in [("min_cosine_mean", min_cosine_mean),
                               ("min_cosine_worst_1pct", min_cosine_worst_1pct)] if v is not None}
     manifest = export_bundle(
         loaded, out, target=target, graphs=split_list(graphs) or None, context_length=context_length,
         precision=precision, text_padding=text_padding, parity_prompts=prompts,
-        parity_images=list(parity_images) or None, calib_prompts=calibration, calib_method=calib_method,
+        parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_method=calib_method,
         gate=gate or None, force=force, progress=progress,
     )
     for name, graph in manifest["graphs"].items():
@@ -86,6 +90,30 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
         click.echo(f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}")
     if loaded.is_random:
         click.secho(f"NOTE: {loaded.weights_label}", fg="yellow", err=True)
+
+
+@main.command()
+@click.option("--prompts", multiple=True, required=True, type=click.Path(), help="Prompt files or folders.")
+@click.option("--images", multiple=True, type=click.Path(), help="Images or folders (recorded with their sha256).")
+@click.option("--context-length", type=int, default=16, show_default=True)
+@click.option("--text-padding", default="upstream", show_default=True, help="upstream or transformers.")
+@click.option("--count", type=int, default=256, show_default=True, help="Prompts to draw, evenly across lengths.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-o", "--out", required=True, type=click.Path(), help="The .npz file to write.")
+@friendly_errors
+def calibrate(prompts, images, context_length, text_padding, count, seed, out):
+    """Save a calibration set once, to reuse for INT8 on every target and in benchmarks."""
+    from litetext.calibration.data import read_images, read_prompts
+    from litetext.calibration.sets import build_calibration_set
+    from litetext.models.graphs import get_padding
+
+    padding = get_padding(text_padding)
+    chosen = build_calibration_set(read_prompts(list(prompts)), context_length, padding.pad_id,
+                                   read_images(list(images)) if images else [], count, seed)
+    chosen.save(out)
+    summary = chosen.summary()
+    click.echo(f"{summary['prompts']} of {summary['drawn_from']} prompts, context {context_length}, "
+               f"{len(summary['images'])} images -> {out} (sha256 {summary['content_hash'][:12]})")
 
 
 @main.command()

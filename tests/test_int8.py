@@ -54,7 +54,7 @@ def _fp32_and_feeds(tmp_path, tiny_s0):
     from litetext.models.graphs import build_graph, describe_graphs, get_padding
 
     padding = get_padding("upstream")
-    calibration = _int8_calibration(16, padding, None, "minmax")
+    calibration = _int8_calibration(16, padding, None, None, "minmax")
     spec = describe_graphs(tiny_s0, 16, padding)["text_encoder"]
     path = tmp_path / "fp32.onnx"
     export_graph(build_graph("text_encoder", tiny_s0, 16, padding), spec, calibration.feeds[0], path, "fp32")

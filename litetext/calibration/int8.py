@@ -113,8 +113,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
         "layers_kept_fp32": kept,
         "layer_sensitivity": sensitivity,
     }
-    calibration.report = report
-    return report
+    calibration.report = {**calibration.report, **report}
+    return calibration.report
 
 
 def _quantize(fp32_path: Path, ranges, exclude: list[str]):

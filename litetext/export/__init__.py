@@ -53,6 +53,7 @@ def export_bundle(
     parity_prompts: list[str] | None = None,
     parity_images: list[str | Path] | None = None,
     calib_prompts: list[str] | None = None,
+    calib_set=None,
     calib_method: str = "minmax",
     gate: dict[str, float] | None = None,
     force: bool = False,
@@ -61,7 +62,8 @@ def export_bundle(
     """Export `graphs` of `loaded` to `out` and return the manifest. Fails (writing nothing) when an
     artifact's parity against PyTorch is outside its tolerance.
 
-    INT8 calibrates on `calib_prompts` (default: the built-in tier-A category names) with `calib_method`;
+    INT8 calibrates on `calib_set` (a saved litetext.calibration.sets.CalibrationSet) or on `calib_prompts`
+    (default: the built-in tier-A category names) with `calib_method`;
     `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct)."""
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
     from litetext.calibration.parity import passes
@@ -103,7 +105,7 @@ def export_bundle(
             path = tmp / f"{name}{module.FILE_SUFFIX}"
             progress(f"{name}: exporting to {target} {precision}")
             t0 = time.perf_counter()
-            calibration = _int8_calibration(ctx, padding, calib_prompts, calib_method) if precision == "int8" else None
+            calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method) if precision == "int8" else None
             module.export_graph(graph, spec, _example(batches), path, precision, calibration)
             export_s = time.perf_counter() - t0
             progress(f"{name}: checking parity on {sum(len(next(iter(b.values()))) for b in batches)} real samples")
@@ -138,27 +140,17 @@ def export_bundle(
     return manifest
 
 
-CALIBRATION_PROMPTS = 256
-CALIBRATION_BATCH = 16
-
-
-def _int8_calibration(ctx, padding, calib_prompts, method):
-    """Calibration feeds from real prompts, sampled evenly across token lengths (seed 0)."""
-    from litetext.calibration.data import builtin_calibration_prompts, sample_by_length
+def _int8_calibration(ctx, padding, calib_prompts, calib_set, method):
+    """Calibration feeds from a saved set, or from prompts drawn evenly across token lengths (seed 0)."""
+    from litetext.calibration.data import builtin_calibration_prompts
     from litetext.calibration.int8 import Int8Calibration
-    from litetext.tokenizer import ClipTokenizer
+    from litetext.calibration.sets import build_calibration_set, check_fits
 
-    tokenizer = ClipTokenizer()
-    prompts = calib_prompts or builtin_calibration_prompts()
-    lengths = [min(len(tokenizer.encode(p)) + 2, ctx) for p in prompts]
-    chosen = sample_by_length(prompts, lengths, CALIBRATION_PROMPTS, seed=0)
-    tokens = tokenizer(chosen, context_length=ctx, pad_id=padding.pad_id)
-    feeds = [
-        {"input_ids": tokens.input_ids[i : i + CALIBRATION_BATCH],
-         "attention_mask": tokens.attention_mask[i : i + CALIBRATION_BATCH]}
-        for i in range(0, len(chosen), CALIBRATION_BATCH)
-    ]
-    return Int8Calibration(feeds, method, prompts=len(chosen))
+    if calib_set is None:
+        calib_set = build_calibration_set(calib_prompts or builtin_calibration_prompts(), ctx, padding.pad_id)
+    check_fits(calib_set, ctx, padding.pad_id)
+    return Int8Calibration(calib_set.text_feeds(), method, prompts=len(calib_set.prompts),
+                           report={"calibration_set": calib_set.summary()})
 
 
 def _default_context(loaded: LoadedModel) -> int:
