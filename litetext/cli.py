@@ -41,7 +41,7 @@ def model_options(command):
 @click.option("--target", default="onnx", show_default=True, help="onnx (coreml, tensorrt: planned).")
 @click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8 (int8: text_encoder only).")
+@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8 (int8: text_encoder and heads).")
 @click.option("--text-padding", default="upstream", show_default=True,
               help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
                    "(pad 49407, masked).")
@@ -51,6 +51,8 @@ def model_options(command):
               help="Images or folders to check parity on (default: two built-in photos).")
 @click.option("--calib-prompts", multiple=True, type=click.Path(),
               help="INT8: prompt files or folders to calibrate on (default: built-in category names).")
+@click.option("--calib-images", multiple=True, type=click.Path(),
+              help="INT8 heads: images or folders to calibrate on (default: two built-in photos).")
 @click.option("--calib-set", type=click.Path(), help="INT8: a set saved by litetext calibrate (instead of --calib-prompts).")
 @click.option("--calib-method", default="minmax", show_default=True, help="INT8: minmax, entropy or percentile.")
 @click.option("--min-cosine-mean", type=float, help="INT8: lower the gate on mean cosine (default 0.995).")
@@ -59,7 +61,7 @@ def model_options(command):
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
 def export(preset, checkpoint, random_init, seed, target, graphs, context_length, precision, text_padding,
-           parity_prompts, parity_images, calib_prompts, calib_set, calib_method, min_cosine_mean, min_cosine_worst_1pct,
+           parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method, min_cosine_mean, min_cosine_worst_1pct,
            out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
@@ -81,12 +83,13 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
     manifest = export_bundle(
         loaded, out, target=target, graphs=split_list(graphs) or None, context_length=context_length,
         precision=precision, text_padding=text_padding, parity_prompts=prompts,
-        parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_method=calib_method,
+        parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_images=list(calib_images) or None,
+        calib_method=calib_method,
         gate=gate or None, force=force, progress=progress,
     )
     for name, graph in manifest["graphs"].items():
-        worst = min(p["cosine_min"] for k, p in graph["parity"].items() if k != "reference")
-        err = max(p["max_abs_error"] for k, p in graph["parity"].items() if k != "reference")
+        worst = min(p["cosine_min"] for p in graph["parity"]["outputs"].values())
+        err = max(p["max_abs_error"] for p in graph["parity"]["outputs"].values())
         click.echo(f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}")
     if loaded.is_random:
         click.secho(f"NOTE: {loaded.weights_label}", fg="yellow", err=True)

@@ -34,11 +34,10 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(bundle):
         model = onnx.load(bundle.path / graph["file"])
         assert [i.name for i in model.graph.input] == [t["name"] for t in graph["inputs"]]
         assert [o.name for o in model.graph.output] == [t["name"] for t in graph["outputs"]]
-        for out_name, fig in graph["parity"].items():
-            if out_name != "reference":
-                assert fig["cosine_min"] > 0.9999 and fig["count"] > 0, (name, out_name, fig)
-    assert m["graphs"]["text_encoder"]["parity"]["text_features"]["max_abs_error"] < 1e-4
-    assert m["graphs"]["text_encoder"]["parity"]["text_features"]["count"] > 80  # 80 COCO names, valid tokens
+        for out_name, fig in graph["parity"]["outputs"].items():
+            assert fig["cosine_min"] > 0.9999 and fig["count"] > 0, (name, out_name, fig)
+    assert m["graphs"]["text_encoder"]["parity"]["outputs"]["text_features"]["max_abs_error"] < 1e-4
+    assert m["graphs"]["text_encoder"]["parity"]["outputs"]["text_features"]["count"] > 80  # 80 COCO names, valid tokens
     assert set(m["tools"]) >= {"torch", "transformers", "onnx", "onnxruntime"}
     assert not list(bundle.path.parent.glob(".s0.partial-*"))
 
@@ -78,7 +77,7 @@ def test_fp16_and_transformers_padding(tmp_path, tiny_s0):
                       text_padding="transformers")
     graph = m["graphs"]["text_encoder"]
     assert [t["name"] for t in graph["inputs"]] == ["input_ids", "attention_mask"]
-    fig = graph["parity"]["text_features"]
+    fig = graph["parity"]["outputs"]["text_features"]
     assert 1e-6 < fig["max_abs_error"] and fig["cosine_min"] > 0.999  # really fp16, still faithful
     model = onnx.load(tmp_path / "fp16" / "text_encoder.onnx")
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
@@ -88,7 +87,7 @@ def test_fp16_and_transformers_padding(tmp_path, tiny_s0):
 def test_teacher_exports(tmp_path, tiny_teacher):
     m = export_bundle(tiny_teacher, tmp_path / "t", graphs=["text_encoder"], context_length=32)
     assert m["context_length"] == 32 and m["model"]["family"] == "sam3"
-    assert m["graphs"]["text_encoder"]["parity"]["text_features"]["max_abs_error"] < 1e-4
+    assert m["graphs"]["text_encoder"]["parity"]["outputs"]["text_features"]["max_abs_error"] < 1e-4
 
 
 def test_existing_out_needs_force(tmp_path, tiny_s0):
@@ -165,7 +164,7 @@ def test_unavailable_targets_fail_clearly(tmp_path, tiny_s0, target, message):
 
 
 def test_bad_options_fail_before_work(tmp_path, tiny_s0):
-    with pytest.raises(LitetextError, match="int8 is available for text_encoder only"):
+    with pytest.raises(LitetextError, match="int8 is available for text_encoder, heads only.*not vision_encoder"):
         export_bundle(tiny_s0, tmp_path / "b", precision="int8")
     with pytest.raises(LitetextError, match="not 'int4'"):
         export_bundle(tiny_s0, tmp_path / "b", precision="int4")

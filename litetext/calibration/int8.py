@@ -47,13 +47,16 @@ class Int8Calibration:
 
 
 def layer_group(node_name: str) -> str:
-    """The layer a node belongs to, from the exporter's scoped names ('/text/layers.3/mlp/fc1/MatMul')."""
-    match = re.search(r"layers\.(\d+)", node_name)
-    if match:
-        return f"layers.{match.group(1)}"
-    if "token_embedding" in node_name or "Gather" in node_name:
+    """The layer a node belongs to, from the exporter's scoped names: the path up to a numbered layer
+    ('/text/layers.3/mlp/fc1/MatMul' -> 'text/layers.3'), else the module ('/projection/MatMul' -> 'projection',
+    '/model/mask_decoder/conv/Conv' -> 'model/mask_decoder')."""
+    parts = [p for p in node_name.split("/") if p][:-1] or [node_name]
+    for i, part in enumerate(parts):
+        if re.fullmatch(r"\w*layers\.\d+", part):
+            return "/".join(parts[: i + 1])
+    if "token_embedding" in node_name:
         return "token_embedding"
-    return node_name.strip("/").split("/")[0] or node_name
+    return "/".join(parts[:2])
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration) -> dict:
@@ -140,6 +143,7 @@ def _nodes_not_in(model, group: str) -> list[str]:
 
 
 def _calibration_parity(fp32_path: Path, quantized, feeds) -> dict[str, float]:
+    """The worst output's figures (text features per valid token, other outputs per sample)."""
     import onnxruntime as ort
 
     from litetext.calibration.parity import merge_parity, tensor_parity
@@ -147,12 +151,15 @@ def _calibration_parity(fp32_path: Path, quantized, feeds) -> dict[str, float]:
     reference = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
     candidate = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
     inputs = [i.name for i in reference.get_inputs()]
-    parts = []
+    names = [o.name for o in reference.get_outputs()]
+    parts: dict[str, list] = {}
     for feed in feeds:
         run = {k: feed[k] for k in inputs}
-        want, got = reference.run(None, run)[0], candidate.run(None, run)[0]
-        parts.append(tensor_parity(want, got, feed["attention_mask"], per_token=True))
-    return merge_parity(parts)
+        for name, want, got in zip(names, reference.run(None, run), candidate.run(None, run)):
+            per_token = name == "text_features"
+            parts.setdefault(name, []).append(tensor_parity(want, got, feed["attention_mask"] if per_token else None, per_token))
+    merged = [merge_parity(p) for p in parts.values()]
+    return min(merged, key=lambda f: (f["cosine_mean"], f["cosine_worst_1pct"]))
 
 
 def _meets(figures: dict[str, float], calibration: Int8Calibration) -> bool:

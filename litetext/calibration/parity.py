@@ -68,3 +68,17 @@ def merge_parity(parts: list[dict[str, float]]) -> dict[str, float]:
         "cosine_min": min(p["cosine_min"] for p in parts),
         "count": count,
     }
+
+
+# An exported graph keeps the instances an app sees when at most this share of them is lost or gained and the
+# matched ones overlap the reference this much (mask IoU, mean).
+MAX_INSTANCES_CHANGED = 0.1
+MIN_MATCHED_MASK_IOU = 0.9
+
+
+def instances_agree(agreement: dict) -> bool:
+    reference = agreement["reference_instances"]
+    changed = agreement["lost"] + agreement["gained"]
+    if changed > MAX_INSTANCES_CHANGED * max(reference, 1):
+        return False
+    return agreement["matched"] == 0 or agreement["mask_iou_mean"] >= MIN_MATCHED_MASK_IOU

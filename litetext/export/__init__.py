@@ -54,6 +54,7 @@ def export_bundle(
     parity_images: list[str | Path] | None = None,
     calib_prompts: list[str] | None = None,
     calib_set=None,
+    calib_images: list[str | Path] | None = None,
     calib_method: str = "minmax",
     gate: dict[str, float] | None = None,
     force: bool = False,
@@ -66,7 +67,7 @@ def export_bundle(
     (default: the built-in tier-A category names) with `calib_method`;
     `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct)."""
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
-    from litetext.calibration.parity import passes
+    from litetext.calibration.parity import instances_agree, passes
     from litetext.runtimes.torch_runner import TorchRunner
     from litetext.tokenizer import write_tokenizer_json
 
@@ -94,7 +95,7 @@ def export_bundle(
     progress(f"weights: {loaded.weights_label}")
 
     started = time.perf_counter()
-    feeds = ParityFeeds(loaded, ctx, padding, prompts, images, need_images=graphs != ["text_encoder"])
+    feeds = GraphFeeds(loaded, ctx, padding, prompts, images, need_images=graphs != ["text_encoder"])
     manifest_graphs: dict[str, Any] = {}
     with writer as tmp:
         for name in graphs:
@@ -105,16 +106,23 @@ def export_bundle(
             path = tmp / f"{name}{module.FILE_SUFFIX}"
             progress(f"{name}: exporting to {target} {precision}")
             t0 = time.perf_counter()
-            calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method) if precision == "int8" else None
+            calibration = None
+            if precision == "int8":
+                calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method)
+                if name == "heads":
+                    calibration.feeds = _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images)
             module.export_graph(graph, spec, _example(batches), path, precision, calibration)
             export_s = time.perf_counter() - t0
             progress(f"{name}: checking parity on {sum(len(next(iter(b.values()))) for b in batches)} real samples")
             runner = module.open_runner(path, spec, precision)
             parity = feeds.measure(name, reference, runner, batches)
             runner.close()
-            failed = [out_name for out_name, fig in parity.items() if not passes(fig, tolerances[name])]
+            failed = [o for o, fig in parity["outputs"].items() if not passes(fig, tolerances[name])]
+            if "instances" in parity and not instances_agree(parity["instances"]):
+                failed.append("instances")
             if failed:
-                details = "; ".join(f"{o}: {_fmt(parity[o])}" for o in failed)
+                details = "; ".join(f"instances: {parity[o]}" if o == "instances" else f"{o}: {_fmt(parity['outputs'][o])}"
+                                    for o in failed)
                 raise LitetextError(
                     f"{name} ({target} {precision}) is outside its tolerance "
                     f"{asdict(tolerances[name])}: {details}. Nothing was written"
@@ -153,6 +161,21 @@ def _int8_calibration(ctx, padding, calib_prompts, calib_set, method):
                            report={"calibration_set": calib_set.summary()})
 
 
+def _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images):
+    """Heads calibration: real images through the PyTorch vision encoder, each with two calibration prompts
+    through the PyTorch text encoder (the calibration set's images, else `calib_images`, else the built-in
+    photos)."""
+    from litetext.calibration.data import builtin_images, read_images
+
+    recorded = [i["path"] for i in calibration.report.get("calibration_set", {}).get("images", [])]
+    images = recorded or (read_images(calib_images) if calib_images else builtin_images())
+    ids = np.concatenate([f["input_ids"] for f in calibration.feeds])
+    mask = np.concatenate([f["attention_mask"] for f in calibration.feeds])
+    feeds = GraphFeeds(loaded, ctx, padding, [], images, need_images=True, tokens=(ids, mask))
+    calibration.report["calibration_images"] = [Path(p).name for p in images]
+    return feeds.for_graph("heads")
+
+
 def _default_context(loaded: LoadedModel) -> int:
     from litetext.models.presets import STUDENT
 
@@ -161,21 +184,26 @@ def _default_context(loaded: LoadedModel) -> int:
     return 32
 
 
-class ParityFeeds:
-    """Real feeds for each graph: prompts through the tokenizer, images through the preprocessing, and for
-    the heads the reference (PyTorch) vision and text features of those, so each graph is checked alone."""
+class GraphFeeds:
+    """Real feeds for each graph, for parity and for calibration: prompts through the tokenizer, images through
+    the preprocessing, and for the heads the reference (PyTorch) vision and text features of those, so each
+    graph is checked alone."""
 
     TEXT_BATCH = 8
 
-    def __init__(self, loaded, ctx, padding, prompts, images, need_images: bool):
+    def __init__(self, loaded, ctx, padding, prompts, images, need_images: bool, tokens=None):
         from litetext.calibration.data import load_rgb, preprocess_image
         from litetext.tokenizer import ClipTokenizer
 
         self.loaded, self.ctx, self.padding = loaded, ctx, padding
-        tokens = ClipTokenizer()(prompts, context_length=ctx, pad_id=padding.pad_id)
-        self.input_ids, self.attention_mask = tokens.input_ids, tokens.attention_mask
+        if tokens is None:
+            batch = ClipTokenizer()(prompts, context_length=ctx, pad_id=padding.pad_id)
+            tokens = batch.input_ids, batch.attention_mask
+        self.input_ids, self.attention_mask = tokens
         size = model_geometry(loaded).image_size
-        self.pixels = [preprocess_image(load_rgb(p), size) for p in images] if need_images else []
+        rgbs = [load_rgb(p) for p in images] if need_images else []
+        self.image_sizes = [rgb.shape[:2] for rgb in rgbs]
+        self.pixels = [preprocess_image(rgb, size) for rgb in rgbs]
         self._references: dict = {}
 
     def text_batches(self) -> list[dict[str, np.ndarray]]:
@@ -213,18 +241,17 @@ class ParityFeeds:
             self._references[name] = TorchRunner(graph, specs[name])
         return self._references[name]
 
-    def measure(self, name, reference, runner, batches) -> dict[str, dict[str, float]]:
-        from litetext.calibration.parity import merge_parity, tensor_parity
+    def measure(self, name, reference, runner, batches) -> dict[str, dict]:
+        """{"outputs": tensor parity per output} and, for the heads, {"instances": what an app would see at
+        score 0.5}, the same layout as benchmark records."""
+        from litetext.benchmarks.agreement import instance_agreement, output_parity
 
-        parts: dict[str, list] = {}
-        for feed in batches:
-            want, got = reference.infer(feed), runner.infer(feed)
-            for out_name in want:
-                per_token = out_name == "text_features"
-                parts.setdefault(out_name, []).append(
-                    tensor_parity(want[out_name], got[out_name], feed.get("attention_mask"), per_token)
-                )
-        return {k: merge_parity(v) for k, v in parts.items()}
+        wants = [reference.infer(feed) for feed in batches]
+        gots = [runner.infer(feed) for feed in batches]
+        figures: dict[str, dict] = {"outputs": output_parity(wants, gots, batches)}
+        if name == "heads":
+            figures["instances"] = instance_agreement(wants, gots, self.image_sizes)
+        return figures
 
 
 def _example(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
