@@ -38,7 +38,9 @@ def model_options(command):
 
 @main.command()
 @model_options
-@click.option("--target", default="onnx", show_default=True, help="onnx (coreml, tensorrt: planned).")
+@click.option("--target", default="onnx", show_default=True, help="onnx or tensorrt (coreml: planned).")
+@click.option("--tensorrt-version", "tensorrt_versions", multiple=True,
+              help="tensorrt target: recipes for 10, 11 (default: both).")
 @click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
 @click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8 (int8: text_encoder and heads).")
@@ -60,9 +62,9 @@ def model_options(command):
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
-def export(preset, checkpoint, random_init, seed, target, graphs, context_length, precision, text_padding,
-           parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method, min_cosine_mean, min_cosine_worst_1pct,
-           out, force):
+def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, graphs, context_length, precision,
+           text_padding, parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method,
+           min_cosine_mean, min_cosine_worst_1pct, out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
@@ -86,6 +88,8 @@ def export(preset, checkpoint, random_init, seed, target, graphs, context_length
         parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_images=list(calib_images) or None,
         calib_method=calib_method,
         gate=gate or None, force=force, progress=progress,
+        target_options={"tensorrt_versions": [int(v) for v in split_list(tensorrt_versions)]}
+        if target == "tensorrt" and tensorrt_versions else None,
     )
     for name, graph in manifest["graphs"].items():
         worst = min(p["cosine_min"] for p in graph["parity"]["outputs"].values())
@@ -143,13 +147,16 @@ def predict(bundle, image, prompt, threshold, out):
         click.secho(f"NOTE: {label}", fg="yellow", err=True)
 
 
-def _register_bench() -> None:
+def _register_commands() -> None:
+    """Commands defined beside the parts they drive."""
     from litetext.benchmarks.cli import bench
+    from litetext.tensorrt_cli import build_engine, check
 
-    main.add_command(bench)
+    for command in (bench, check, build_engine):
+        main.add_command(command)
 
 
-_register_bench()
+_register_commands()
 
 if __name__ == "__main__":
     main()

@@ -26,9 +26,9 @@ from litetext.export.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, BundleWr
 from litetext.models.graphs import GRAPH_NAMES, build_graph, describe_graphs, get_padding, model_geometry
 from litetext.models.loading import LoadedModel
 
-TARGETS = {"onnx": "litetext.export.onnx"}
+TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt"}
 # Targets the design names that this version cannot make yet: say so instead of pretending.
-PLANNED_TARGETS = {"coreml": "Core ML", "tensorrt": "TensorRT"}
+PLANNED_TARGETS = {"coreml": "Core ML"}
 
 
 def target_module(name: str):
@@ -57,6 +57,7 @@ def export_bundle(
     calib_images: list[str | Path] | None = None,
     calib_method: str = "minmax",
     gate: dict[str, float] | None = None,
+    target_options: dict[str, Any] | None = None,
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -111,7 +112,7 @@ def export_bundle(
                 calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method)
                 if name == "heads":
                     calibration.feeds = _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images)
-            module.export_graph(graph, spec, _example(batches), path, precision, calibration)
+            module.export_graph(graph, spec, _example(batches), path, precision, calibration, **(target_options or {}))
             export_s = time.perf_counter() - t0
             progress(f"{name}: checking parity on {sum(len(next(iter(b.values()))) for b in batches)} real samples")
             runner = module.open_runner(path, spec, precision)
@@ -139,6 +140,8 @@ def export_bundle(
             }
             if calibration is not None:
                 manifest_graphs[name]["calibration"] = calibration.report
+            if hasattr(module, "graph_manifest"):  # target facts: recipes, caches, which runtime measured parity
+                manifest_graphs[name].update(module.graph_manifest(path, spec, precision))
             progress(f"{name}: ok ({manifest_graphs[name]['bytes'] / 2**20:.1f} MiB, {export_s:.1f} s)")
         write_tokenizer_json(tmp / TOKENIZER, context_length=ctx, pad_id=padding.pad_id)
         manifest = _manifest(loaded, target, precision, ctx, padding, manifest_graphs, prompts, images, module)

@@ -1,0 +1,90 @@
+"""`litetext check` and `litetext build-engine`: the TensorRT commands (registered on the main group with
+main.add_command). `check` runs anywhere; `build-engine` needs TensorRT and a GPU (the device)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from litetext.cli_helpers import friendly_errors, split_list
+from litetext.errors import LitetextError
+
+VERSIONS = ("10", "11")
+
+
+def _versions(values) -> tuple[int, ...]:
+    chosen = split_list(values) or list(VERSIONS)
+    bad = [v for v in chosen if v not in VERSIONS]
+    if bad:
+        raise LitetextError(f"--tensorrt-version takes {' or '.join(VERSIONS)}, not {', '.join(bad)}")
+    return tuple(int(v) for v in chosen)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path())
+@click.option("--target", default="tensorrt", show_default=True, help="What to check the graphs for: tensorrt.")
+@click.option("--tensorrt-version", "versions", multiple=True, help="10, 11 (default: both).")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@friendly_errors
+def check(bundle, target, versions, as_json):
+    """Check BUNDLE's graphs statically: operators TensorRT's parser lacks and misplaced or malformed Q/DQ
+    (zero points, uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
+    from litetext.export.tensorrt_check import check_bundle, errors_of
+
+    if target != "tensorrt":
+        raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
+    chosen = _versions(versions)
+    results = check_bundle(bundle, chosen)
+    errors = sum(len(errors_of(f)) for f in results.values())
+    if as_json:
+        click.echo(json.dumps({g: [f.to_json() for f in fs] for g, fs in results.items()}, indent=2))
+    else:
+        for graph, findings in results.items():
+            counts = f"{len(errors_of(findings))} errors, {len(findings) - len(errors_of(findings))} warnings"
+            click.echo(f"{graph}: {counts} (TensorRT {', '.join(map(str, chosen))})")
+            for finding in findings:
+                click.echo(f"  {finding}")
+    if errors:
+        sys.exit(1)
+
+
+@click.command("build-engine")
+@click.argument("bundle", type=click.Path())
+@click.option("--graphs", multiple=True, help="Graphs to build (default: all of the bundle's).")
+@click.option("--tensorrt-version", type=click.Choice(VERSIONS), help="Fail unless this TensorRT major is installed.")
+@click.option("--dla-core", type=int, help="Build for this DLA core (Orin), with GPU fallback and a fixed batch.")
+@click.option("--implicit-int8", is_flag=True,
+              help="TensorRT <= 10: strip the Q/DQ and build INT8 from the bundle's calibration cache (DLA needs it).")
+@click.option("--batch", "batch", nargs=3, type=int, help="min opt max batch of the optimization profile.")
+@click.option("--timing-cache", type=click.Path(), help="Timing cache file to read and update (default: in BUNDLE).")
+@friendly_errors
+def build_engine(bundle, graphs, tensorrt_version, dla_core, implicit_int8, batch, timing_cache):
+    """Build TensorRT engines for BUNDLE's graphs on this machine (<graph>.trt<major>.plan beside each graph)."""
+    from litetext.export import tensorrt as trt_target
+    from litetext.export.bundle import Bundle
+
+    trt = trt_target.import_tensorrt()  # fails first, with how to install it
+    opened = Bundle.open(bundle)
+    if opened.manifest.get("target") not in ("tensorrt", "onnx"):
+        raise LitetextError(f"{bundle} is a {opened.manifest.get('target')} bundle, not one TensorRT builds from")
+    major = trt.__version__.split(".")[0]
+    chosen = split_list(graphs) or opened.graphs
+    profile = tuple(batch) if batch else trt_target.BATCH_PROFILE
+    cache = Path(timing_cache) if timing_cache else opened.path / f"timing.trt{major}.cache"
+    start = time.perf_counter()
+    for name in chosen:
+        graph_file = opened.path / opened.manifest["graphs"][name]["file"]
+        suffix = f"trt{major}" + ("-implicit" if implicit_int8 else "") + (f"-dla{dla_core}" if dla_core is not None else "")
+        out = graph_file.with_name(f"{graph_file.stem}.{suffix}.plan")
+        click.echo(f"{name}: building {out.name} with TensorRT {trt.__version__}", err=True)
+        built = trt_target.build_engine(
+            graph_file, opened.spec(name), out, batch_profile=profile, dla_core=dla_core, implicit_int8=implicit_int8,
+            timing_cache=cache, expect_major=int(tensorrt_version) if tensorrt_version else None,
+            log=lambda m: click.echo(f"  {m}", err=True),
+        )
+        click.echo(f"{name}: {out} ({out.stat().st_size / 2**20:.1f} MiB, {built['seconds']} s)")
+    click.echo(f"done in {time.perf_counter() - start:.1f} s", err=True)
