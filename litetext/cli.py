@@ -149,10 +149,12 @@ def predict(bundle, image, prompt, threshold, out):
 
 def _register_commands() -> None:
     """Commands defined beside the parts they drive."""
+    from litetext.analysis.cli import analyze
     from litetext.benchmarks.cli import bench
+    from litetext.distill.cli import distill
     from litetext.tensorrt_cli import build_engine, check
 
-    for command in (bench, check, build_engine):
+    for command in (bench, check, build_engine, analyze, distill):
         main.add_command(command)
 
 
