@@ -59,12 +59,15 @@ def model_options(command):
 @click.option("--calib-method", default="minmax", show_default=True, help="INT8: minmax, entropy or percentile.")
 @click.option("--min-cosine-mean", type=float, help="INT8: lower the gate on mean cosine (default 0.995).")
 @click.option("--min-cosine-worst-1pct", type=float, help="INT8: lower the gate on the worst 1% (default 0.98).")
+@click.option("--vocabulary", "vocabulary_files", multiple=True, type=click.Path(),
+              help="Prompt files or folders: store their text features instead of a text_encoder graph.")
+@click.option("--vocabulary-precision", default="fp16", show_default=True, help="fp16 or int8 (--vocabulary).")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
 def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, graphs, context_length, precision,
            text_padding, parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method,
-           min_cosine_mean, min_cosine_worst_1pct, out, force):
+           min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
@@ -87,6 +90,8 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, gra
         precision=precision, text_padding=text_padding, parity_prompts=prompts,
         parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_images=list(calib_images) or None,
         calib_method=calib_method,
+        vocabulary=read_prompts(list(vocabulary_files)) if vocabulary_files else None,
+        vocabulary_precision=vocabulary_precision,
         gate=gate or None, force=force, progress=progress,
         target_options={"tensorrt_versions": [int(v) for v in split_list(tensorrt_versions)]}
         if target == "tensorrt" and tensorrt_versions else None,

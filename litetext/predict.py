@@ -58,23 +58,34 @@ class Predictor:
     """Runs a bundle's three graphs: tokenizer -> text encoder, image -> vision encoder, both -> heads."""
 
     def __init__(self, bundle: Bundle | str | Path):
+        from litetext.vocabulary import KIND, FixedVocabulary, text_path_of
+
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        missing = [g for g in NEEDED_GRAPHS if g not in self.bundle.graphs]
+        text_path = text_path_of(self.bundle.manifest)
+        # A fixed-vocabulary bundle stores text features for its prompts instead of a text encoder.
+        self.vocabulary = FixedVocabulary.load(self.bundle.path, text_path) if text_path["kind"] == KIND else None
+        needed = [g for g in NEEDED_GRAPHS if not (g == "text_encoder" and self.vocabulary is not None)]
+        missing = [g for g in needed if g not in self.bundle.graphs]
         if missing:
             raise LitetextError(
                 f"{self.bundle.path} lacks graphs {missing} needed to predict; export with --graphs "
                 f"{' '.join(NEEDED_GRAPHS)}"
             )
-        self.runners = {g: self.bundle.runner(g) for g in NEEDED_GRAPHS}
+        self.runners = {g: self.bundle.runner(g) for g in needed}
         self.tokenizer = self.bundle.tokenizer()
         self.image_size = int(self.bundle.manifest["preprocess"]["image_size"])
 
     def __call__(self, rgb: np.ndarray, prompt: str, threshold: float = 0.5) -> list[Instance]:
-        padding = self.bundle.text_padding
-        tokens = self.tokenizer([prompt], context_length=self.bundle.context_length, pad_id=padding.pad_id)
-        text = self.runners["text_encoder"].infer({"input_ids": tokens.input_ids, "attention_mask": tokens.attention_mask})
+        if self.vocabulary is not None:
+            features, mask = self.vocabulary.lookup(prompt)  # LitetextError for a prompt not in the list
+            text = {"text_features": features}
+        else:
+            padding = self.bundle.text_padding
+            tokens = self.tokenizer([prompt], context_length=self.bundle.context_length, pad_id=padding.pad_id)
+            mask = tokens.attention_mask
+            text = self.runners["text_encoder"].infer({"input_ids": tokens.input_ids, "attention_mask": mask})
         levels = self.runners["vision_encoder"].infer({"pixel_values": preprocess_image(rgb, self.image_size)})
-        outputs = self.runners["heads"].infer({**levels, **text, "attention_mask": tokens.attention_mask})
+        outputs = self.runners["heads"].infer({**levels, **text, "attention_mask": mask})
         return postprocess(outputs, rgb.shape[0], rgb.shape[1], threshold)
 
 

@@ -90,7 +90,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     model = onnx.load(str(fp32_path))
     groups = sorted({layer_group(n.name) for n in model.graph.node if n.op_type in QUANTIZED_OPS})
 
-    quantized = _quantize(fp32_path, ranges, exclude=[])
+    all_int8 = quantized = _quantize(fp32_path, ranges, exclude=[])
     figures = _calibration_parity(fp32_path, quantized, calibration.feeds)
     kept: list[str] = []
     sensitivity: dict[str, float] = {}
@@ -106,6 +106,10 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
             if _meets(figures, calibration) or len(kept) == len(groups):
                 break
     onnx.save(quantized, str(out_path))
+    cost = {"bytes": 0, "ms_per_batch": 0.0}
+    if kept:  # what keeping those layers in fp32 costs, against the all-INT8 graph, on the calibration feeds
+        cost = {"bytes": quantized.ByteSize() - all_int8.ByteSize(),
+                "ms_per_batch": round(_median_ms(quantized, calibration.feeds) - _median_ms(all_int8, calibration.feeds), 3)}
     report = {
         "method": calibration.method,
         "calibrator_options": options,
@@ -114,6 +118,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
         "calibration_prompts": calibration.prompts,
         "calibration_parity": figures,
         "layers_kept_fp32": kept,
+        "layers_kept_cost": cost,
         "layer_sensitivity": sensitivity,
     }
     calibration.report = {**calibration.report, **report}
@@ -160,6 +165,25 @@ def _calibration_parity(fp32_path: Path, quantized, feeds) -> dict[str, float]:
             parts.setdefault(name, []).append(tensor_parity(want, got, feed["attention_mask"] if per_token else None, per_token))
     merged = [merge_parity(p) for p in parts.values()]
     return min(merged, key=lambda f: (f["cosine_mean"], f["cosine_worst_1pct"]))
+
+
+def _median_ms(model, feeds, repeats: int = 3) -> float:
+    """Median wall time of one calibration batch in ONNX Runtime (CPU), after one warm-up pass."""
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+    runs = [{k: f[k] for k in inputs} for f in feeds]
+    session.run(None, runs[0])
+    times = []
+    for _ in range(repeats):
+        for run in runs:
+            start = time.perf_counter()
+            session.run(None, run)
+            times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
 
 
 def _meets(figures: dict[str, float], calibration: Int8Calibration) -> bool:

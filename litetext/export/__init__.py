@@ -58,6 +58,8 @@ def export_bundle(
     calib_method: str = "minmax",
     gate: dict[str, float] | None = None,
     target_options: dict[str, Any] | None = None,
+    vocabulary: list[str] | None = None,
+    vocabulary_precision: str = "fp16",
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -66,7 +68,9 @@ def export_bundle(
 
     INT8 calibrates on `calib_set` (a saved litetext.calibration.sets.CalibrationSet) or on `calib_prompts`
     (default: the built-in tier-A category names) with `calib_method`;
-    `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct)."""
+    `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct).
+    `vocabulary` (a list of prompts) stores their text features (`vocabulary_precision`: fp16 or int8) instead
+    of a text_encoder graph; see litetext.vocabulary."""
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
     from litetext.calibration.parity import instances_agree, passes
     from litetext.runtimes.torch_runner import TorchRunner
@@ -76,6 +80,8 @@ def export_bundle(
     if precision not in module.PRECISIONS:
         raise LitetextError(f"the {target} target exports {', '.join(module.PRECISIONS)}, not {precision!r}")
     graphs = list(graphs or GRAPH_NAMES)
+    if vocabulary is not None:  # stored features replace the text encoder
+        graphs = [g for g in graphs if g != "text_encoder"]
     unknown = [g for g in graphs if g not in GRAPH_NAMES]
     if unknown:
         raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
@@ -143,8 +149,16 @@ def export_bundle(
             if hasattr(module, "graph_manifest"):  # target facts: recipes, caches, which runtime measured parity
                 manifest_graphs[name].update(module.graph_manifest(path, spec, precision))
             progress(f"{name}: ok ({manifest_graphs[name]['bytes'] / 2**20:.1f} MiB, {export_s:.1f} s)")
+        text_path = {"kind": "text_encoder"} if "text_encoder" in graphs else None
+        if vocabulary is not None:
+            from litetext.vocabulary import write_fixed_vocabulary
+
+            progress(f"fixed vocabulary: {len(vocabulary)} prompts, {vocabulary_precision}")
+            text_path = write_fixed_vocabulary(loaded, tmp, vocabulary, ctx, padding, vocabulary_precision)
         write_tokenizer_json(tmp / TOKENIZER, context_length=ctx, pad_id=padding.pad_id)
         manifest = _manifest(loaded, target, precision, ctx, padding, manifest_graphs, prompts, images, module)
+        if text_path is not None:
+            manifest["text_path"] = text_path
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
     progress(f"wrote {Path(out)}")
