@@ -25,7 +25,9 @@ from litetext.export.onnx import topologically_sorted
 
 # name -> (ONNX Runtime calibration method name, calibrator options)
 METHODS = {
-    "minmax": ("MinMax", {}),
+    # MinMax merges each batch's ranges as it goes (same ranges, bounded memory: the heads' intermediate
+    # tensors at 1008 px take gigabytes per batch). The histogram methods keep every batch's tensors.
+    "minmax": ("MinMax", {"max_intermediate_outputs": 1}),
     "entropy": ("Entropy", {"num_bins": 2048, "num_quantized_bins": 128}),
     "percentile": ("Percentile", {"num_bins": 2048, "percentile": 99.99}),
 }

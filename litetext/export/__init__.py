@@ -190,7 +190,8 @@ def _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images):
     mask = np.concatenate([f["attention_mask"] for f in calibration.feeds])
     feeds = GraphFeeds(loaded, ctx, padding, [], images, need_images=True, tokens=(ids, mask))
     calibration.report["calibration_images"] = [Path(p).name for p in images]
-    return feeds.for_graph("heads")
+    # Batch 1: the calibrator holds every intermediate tensor of a batch, gigabytes for the heads at 1008 px.
+    return [{k: v[i : i + 1] for k, v in batch.items()} for batch in feeds.for_graph("heads") for i in range(2)]
 
 
 def _default_context(loaded: LoadedModel) -> int:
