@@ -38,12 +38,18 @@ def model_options(command):
 
 @main.command()
 @model_options
-@click.option("--target", default="onnx", show_default=True, help="onnx or tensorrt (coreml: planned).")
+@click.option("--target", default="onnx", show_default=True, help="onnx, tensorrt or coreml.")
 @click.option("--tensorrt-version", "tensorrt_versions", multiple=True,
               help="tensorrt target: recipes for 10, 11 (default: both).")
+@click.option("--deployment-target", type=click.Choice(["iOS17", "iOS18", "macOS14", "macOS15"]), default="iOS17",
+              show_default=True, help="coreml target: minimum OS (w4 needs iOS18 or macOS15).")
+@click.option("--compute-units", type=click.Choice(["ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY"]), default="ALL",
+              show_default=True, help="coreml target: compute units the package records and macOS runs it with.")
+@click.option("--batch-sizes", default="1,2,4,8", show_default=True,
+              help="coreml target: enumerated batch sizes (vision encoder and heads: the smallest).")
 @click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
-@click.option("--precision", default="fp32", show_default=True, help="fp32, fp16 or int8 (int8: text_encoder and heads).")
+@click.option("--precision", default="fp32", show_default=True, help="onnx: fp32, fp16, int8 (text_encoder, heads); tensorrt: fp16, int8; coreml: fp16, w8, w4, w8a8.")
 @click.option("--text-padding", default="upstream", show_default=True,
               help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
                    "(pad 49407, masked).")
@@ -65,7 +71,8 @@ def model_options(command):
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
-def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, graphs, context_length, precision,
+def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, deployment_target, compute_units,
+           batch_sizes, graphs, context_length, precision,
            text_padding, parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method,
            min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
@@ -74,7 +81,14 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, gra
     from litetext.export.bundle import BundleWriter
     from litetext.models.loading import load_model
 
-    target_module(target)  # an unknown target fails before the model loads
+    module = target_module(target)  # an unknown target fails before the model loads
+    options = None
+    if target == "tensorrt" and tensorrt_versions:
+        options = {"tensorrt_versions": [int(v) for v in split_list(tensorrt_versions)]}
+    if target == "coreml":
+        options = {"deployment_target": deployment_target, "compute_units": compute_units,
+                   "batch_sizes": [int(b) for b in split_list((batch_sizes,))]}
+        module.check_options(precision, **options)  # so does a w4 for iOS17
     BundleWriter(out, force)  # so does an existing OUT
     progress = _progress()
     loaded = load_model(preset, checkpoint, random_init, seed, context_length)
@@ -93,8 +107,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, gra
         vocabulary=read_prompts(list(vocabulary_files)) if vocabulary_files else None,
         vocabulary_precision=vocabulary_precision,
         gate=gate or None, force=force, progress=progress,
-        target_options={"tensorrt_versions": [int(v) for v in split_list(tensorrt_versions)]}
-        if target == "tensorrt" and tensorrt_versions else None,
+        target_options=options,
     )
     for name, graph in manifest["graphs"].items():
         worst = min(p["cosine_min"] for p in graph["parity"]["outputs"].values())

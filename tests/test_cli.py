@@ -43,7 +43,8 @@ def test_graphs_option_accepts_commas(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--target", "tflite", "--model", "litetext-s0", "--random-init"], "unknown target 'tflite'"),
-    (["--target", "coreml", "--model", "litetext-s0", "--random-init"], "not implemented"),
+    (["--target", "coreml", "--precision", "w4", "--deployment-target", "iOS17", "--model", "litetext-s0",
+      "--random-init"], "iOS18"),
     (["--checkpoint", "/nonexistent/ckpt"], "does not exist"),
     (["--model", "litetext-s0"], "--random-init"),
     (["--model", "litetext-s9", "--random-init"], "unknown model preset"),

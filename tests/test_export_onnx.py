@@ -157,7 +157,7 @@ def test_parity_failure_fails_the_export_with_figures(tmp_path, tiny_s0, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("target, message", [("coreml", "not implemented"), ("tflite", "unknown target")])
+@pytest.mark.parametrize("target, message", [("tflite", "unknown target")])
 def test_unavailable_targets_fail_clearly(tmp_path, tiny_s0, target, message):
     with pytest.raises(LitetextError, match=message):
         export_bundle(tiny_s0, tmp_path / "b", target=target)

@@ -9,7 +9,6 @@ Each target is a module with the same functions (`PRECISIONS`, `FILE_SUFFIX`, `e
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import platform
 import time
@@ -24,11 +23,11 @@ import numpy as np
 from litetext.errors import LitetextError
 from litetext.export.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, BundleWriter, write_json_atomic
 from litetext.models.graphs import GRAPH_NAMES, build_graph, describe_graphs, get_padding, model_geometry
-from litetext.models.loading import LoadedModel
+from litetext.models.loading import LoadedModel, sha256_of
 
-TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt"}
+TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml"}
 # Targets the design names that this version cannot make yet: say so instead of pretending.
-PLANNED_TARGETS = {"coreml": "Core ML"}
+PLANNED_TARGETS: dict[str, str] = {}
 
 
 def target_module(name: str):
@@ -89,6 +88,8 @@ def export_bundle(
     ctx = context_length or _default_context(loaded)
     writer = BundleWriter(out, force)  # fails now, before any work, if OUT exists without --force
     specs = describe_graphs(loaded, ctx, padding)
+    target_tolerances = getattr(module, "TOLERANCES", {})  # gates of target-only precisions (coreml w8, w4, ...)
+    specs = {g: replace(s, tolerance={**s.tolerance, **target_tolerances.get(g, {})}) for g, s in specs.items()}
     lacking = [g for g in graphs if precision not in specs[g].tolerance]
     if lacking:
         have = [g for g in GRAPH_NAMES if precision in specs[g].tolerance]
@@ -114,14 +115,21 @@ def export_bundle(
             progress(f"{name}: exporting to {target} {precision}")
             t0 = time.perf_counter()
             calibration = None
-            if precision == "int8":
+            if precision == "int8" or precision in getattr(module, "CALIBRATED_PRECISIONS", ()):
                 calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method)
                 if name == "heads":
                     calibration.feeds = _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images)
-            module.export_graph(graph, spec, _example(batches), path, precision, calibration, **(target_options or {}))
+            options = dict(target_options or {})
+            if hasattr(module, "write_metadata"):  # targets that describe their artifacts (coreml)
+                options.setdefault("metadata", {"weights": loaded.weights_label})
+            module.export_graph(graph, spec, _example(batches), path, precision, calibration, **options)
             export_s = time.perf_counter() - t0
             progress(f"{name}: checking parity on {sum(len(next(iter(b.values()))) for b in batches)} real samples")
-            runner = module.open_runner(path, spec, precision)
+            if hasattr(module, "simulated_runner") and not module.can_predict():
+                # Core ML predicts on macOS only: elsewhere, the package's compression simulated in PyTorch
+                runner = module.simulated_runner(graph, spec, precision, calibration)
+            else:
+                runner = module.open_runner(path, spec, precision)
             parity = feeds.measure(name, reference, runner, batches)
             runner.close()
             failed = [o for o, fig in parity["outputs"].items() if not passes(fig, tolerances[name])]
@@ -134,12 +142,14 @@ def export_bundle(
                     f"{name} ({target} {precision}) is outside its tolerance "
                     f"{asdict(tolerances[name])}: {details}. Nothing was written"
                 )
+            if hasattr(module, "write_metadata"):  # parity into the artifact too, before it is hashed
+                module.write_metadata(path, {"parity": parity["outputs"], "parity_runtime": module.parity_runtime()})
             files = module.files_of(path)
             manifest_graphs[name] = {
                 "file": path.name,
                 **spec.to_json(),
                 "bytes": sum(f.stat().st_size for f in files),
-                "sha256": _sha256(path),
+                "sha256": sha256_of(path),
                 "parity": {"reference": "torch eager fp32, same weights", **parity},
                 "tolerance": {precision: asdict(tolerances[name])},
                 "export_seconds": round(export_s, 2),
@@ -285,14 +295,6 @@ def _fmt(fig: dict[str, float]) -> str:
             f"{fig['cosine_mean']:.6f}, worst 1% {fig['cosine_worst_1pct']:.6f}, min {fig['cosine_min']:.6f}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -348,6 +350,6 @@ def _manifest(loaded, target, precision, ctx, padding, graphs, prompts, images, 
             "prompts": len(prompts),
             "images": [Path(p).name for p in images] if any(n != "text_encoder" for n in graphs) else [],
         },
-        "exporter": {"opset": getattr(module, "OPSET", None), "torch_onnx_dynamo": False},
+        "exporter": getattr(module, "EXPORTER", {"opset": getattr(module, "OPSET", None), "torch_onnx_dynamo": False}),
         "tools": tool_versions(),
     }

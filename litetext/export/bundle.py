@@ -96,7 +96,7 @@ class Bundle:
                 f"{path} has bundle format {manifest.get('format_version')}, this litetext reads {FORMAT_VERSION}"
             )
         for name, graph in manifest["graphs"].items():
-            if not (path / graph["file"]).is_file():
+            if not (path / graph["file"]).exists():  # a Core ML graph is a folder (.mlpackage)
                 raise LitetextError(f"{path} is incomplete: graph {name} file {graph['file']} is missing")
         return cls(path, manifest)
 
