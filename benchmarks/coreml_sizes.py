@@ -19,9 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
-from litetext.calibration.data import read_prompts, sample_by_length
+from litetext.calibration.data import read_prompts, sample_by_length, seeded_sample
 from litetext.calibration.int8 import Int8Calibration
 from litetext.export import coreml, tool_versions
 from litetext.export.bundle import write_json_atomic
@@ -62,8 +61,7 @@ def main() -> None:
     tokenizer = ClipTokenizer()
 
     held_out = read_prompts(args.eval)
-    rng = np.random.default_rng(0)
-    held_out = [held_out[i] for i in sorted(rng.choice(len(held_out), min(args.eval_count, len(held_out)), replace=False))]
+    held_out = seeded_sample(held_out, args.eval_count)
     feeds = [{k: v for k, v in b.items() if k in spec.input_names}
              for b in batches_of(tokenizer(held_out, context_length=ctx, pad_id=padding.pad_id), 50)]
     calib = read_prompts(args.calib)

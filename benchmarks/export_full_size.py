@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from litetext.calibration.data import read_prompts
+from litetext.calibration.data import read_prompts, seeded_sample
 from litetext.export import export_bundle, tool_versions
 from litetext.export.bundle import write_json_atomic
 from litetext.models.loading import load_model
@@ -52,8 +52,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(args.prompts)
-    rng = np.random.default_rng(0)
-    prompts = [prompts[i] for i in sorted(rng.choice(len(prompts), min(args.count, len(prompts)), replace=False))]
+    prompts = seeded_sample(prompts, args.count)
     rows = []
 
     def record(name, loaded, manifest, graph, extra=None):

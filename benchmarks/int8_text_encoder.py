@@ -13,9 +13,8 @@ import argparse
 import platform
 from pathlib import Path
 
-import numpy as np
 
-from litetext.calibration.data import read_prompts
+from litetext.calibration.data import read_prompts, seeded_sample
 from litetext.calibration.int8 import METHODS
 from litetext.errors import LitetextError
 from litetext.export import export_bundle, tool_versions
@@ -38,8 +37,7 @@ def main() -> None:
               else load_model(args.model, random_init=True, seed=0))
     calib = read_prompts(args.calib)
     held_out = read_prompts(args.eval)
-    rng = np.random.default_rng(0)
-    held_out = [held_out[i] for i in sorted(rng.choice(len(held_out), min(args.eval_count, len(held_out)), replace=False))]
+    held_out = seeded_sample(held_out, args.eval_count)
     work = Path(args.work)
     log = lambda m: print("  ", m, flush=True)  # noqa: E731
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from litetext.calibration.data import builtin_asset, read_prompts
+from litetext.calibration.data import builtin_asset, read_prompts, seeded_sample
 from litetext.export.bundle import write_json_atomic
 from litetext.models.graphs import get_padding
 from litetext.models.loading import load_model
@@ -112,8 +112,7 @@ def main() -> None:
     # 2. pruned token table
     calib = read_prompts(args.calib)
     held_out = read_prompts(args.eval)
-    rng = np.random.default_rng(0)
-    held_out = [held_out[i] for i in sorted(rng.choice(len(held_out), min(args.eval_count, len(held_out)), replace=False))]
+    held_out = seeded_sample(held_out, args.eval_count)
     pruned = prune_vocabulary(calib)
     pruned_onnx = work / "vocabulary-s0-text-pruned" / "text_encoder.onnx"
     pruned_onnx.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,13 @@ def builtin_calibration_prompts() -> list[str]:
     return read_prompts([builtin_asset("prompts_calibration.txt")])
 
 
+def seeded_sample(prompts: list[str], count: int, seed: int = 0) -> list[str]:
+    """`count` prompts drawn uniformly without replacement (seeded), in their original order: how the
+    benchmarks pick held-out prompts, so every script measures on the same ones."""
+    rng = np.random.default_rng(seed)
+    return [prompts[i] for i in sorted(rng.choice(len(prompts), min(count, len(prompts)), replace=False))]
+
+
 def sample_by_length(prompts: list[str], lengths: list[int], count: int, seed: int = 0) -> list[str]:
     """Up to `count` prompts, drawn evenly across token lengths (seeded), so that rare long referring
     expressions are represented rather than drowned by short category names."""
