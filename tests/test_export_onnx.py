@@ -183,3 +183,20 @@ def test_bundle_open_rejects_incomplete_bundles(bundle, tmp_path):
         Bundle.open(copy)
     with pytest.raises(LitetextError, match="not a litetext bundle"):
         Bundle.open(tmp_path)
+
+
+def test_partial_folders_of_killed_exports_are_removed(tmp_path, tiny_s0):
+    """A SIGKILLed export (out of memory) leaves its hidden partial folder; the next export to OUT removes it,
+    but never the partial folder of an export still running."""
+    import os
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f".b.partial-{dead.pid}-x1"
+    alive = tmp_path / f".b.partial-{os.getpid()}-x2"
+    for folder in (orphan, alive):
+        folder.mkdir()
+        (folder / "text_encoder.onnx").write_bytes(b"half")
+    export_bundle(tiny_s0, tmp_path / "b", graphs=["text_encoder"])
+    assert not orphan.exists() and alive.exists()

@@ -51,8 +51,17 @@ class BundleWriter:
 
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-"))
+        self._remove_orphans()
+        self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
         return self.tmp
+
+    def _remove_orphans(self) -> None:
+        """A process killed outright (out of memory, SIGKILL) cannot clean up: remove the partial folders of
+        exports to this OUT whose process no longer runs."""
+        for partial in self.out.parent.glob(f".{self.out.name}.partial-*"):
+            pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(partial, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         assert self.tmp is not None
@@ -72,6 +81,16 @@ class BundleWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
