@@ -94,19 +94,20 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     model = onnx.load(str(fp32_path))
     groups = sorted({layer_group(n.name) for n in model.graph.node if n.op_type in QUANTIZED_OPS})
 
+    measure = _CalibrationParity(fp32_path, calibration.feeds)
     all_int8 = quantized = _quantize(fp32_path, ranges, exclude=[])
-    figures = _calibration_parity(fp32_path, quantized, calibration.feeds)
+    figures = measure(quantized)
     kept: list[str] = []
     sensitivity: dict[str, float] = {}
     if not _meets(figures, calibration):
         # Each layer's contribution: the error when it alone is quantized, measured on calibration feeds.
         for group in groups:
             alone = _quantize(fp32_path, ranges, exclude=_nodes_not_in(model, group))
-            sensitivity[group] = 1.0 - _calibration_parity(fp32_path, alone, calibration.feeds)["cosine_mean"]
+            sensitivity[group] = 1.0 - measure(alone)["cosine_mean"]
         for group in sorted(sensitivity, key=sensitivity.get, reverse=True):
             kept.append(group)
             quantized = _quantize(fp32_path, ranges, exclude=_nodes_in(model, kept))
-            figures = _calibration_parity(fp32_path, quantized, calibration.feeds)
+            figures = measure(quantized)
             if _meets(figures, calibration) or len(kept) == len(groups):
                 break
     onnx.save(quantized, str(out_path))
@@ -151,24 +152,40 @@ def _nodes_not_in(model, group: str) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and layer_group(n.name) != group]
 
 
-def _calibration_parity(fp32_path: Path, quantized, feeds) -> dict[str, float]:
-    """The worst output's figures (text features per valid token, other outputs per sample)."""
-    import onnxruntime as ort
+class _CalibrationParity:
+    """Figures of candidate graphs against the fp32 graph on the calibration feeds. The fp32 outputs are
+    computed once; candidates run without ONNX Runtime's memory arena, so a long mixed-precision search over
+    a large graph (the heads at 1008 px) returns its memory after each candidate."""
 
-    from litetext.calibration.parity import merge_parity, tensor_parity
+    def __init__(self, fp32_path: Path, feeds):
+        import onnxruntime as ort
 
-    reference = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
-    candidate = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
-    inputs = [i.name for i in reference.get_inputs()]
-    names = [o.name for o in reference.get_outputs()]
-    parts: dict[str, list] = {}
-    for feed in feeds:
-        run = {k: feed[k] for k in inputs}
-        for name, want, got in zip(names, reference.run(None, run), candidate.run(None, run)):
-            per_token = name == "text_features"
-            parts.setdefault(name, []).append(tensor_parity(want, got, feed["attention_mask"] if per_token else None, per_token))
-    merged = [merge_parity(p) for p in parts.values()]
-    return min(merged, key=lambda f: (f["cosine_mean"], f["cosine_worst_1pct"]))
+        reference = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in reference.get_inputs()]
+        self.names = [o.name for o in reference.get_outputs()]
+        self.feeds = feeds
+        self.expected = [reference.run(None, self._run(feed)) for feed in feeds]
+
+    def _run(self, feed):
+        return {k: feed[k] for k in self.inputs}
+
+    def __call__(self, quantized) -> dict[str, float]:
+        """The worst output's figures (text features per valid token, other outputs per sample)."""
+        import onnxruntime as ort
+
+        from litetext.calibration.parity import merge_parity, tensor_parity
+
+        options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = False
+        candidate = ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        parts: dict[str, list] = {}
+        for feed, expected in zip(self.feeds, self.expected):
+            for name, want, got in zip(self.names, expected, candidate.run(None, self._run(feed))):
+                per_token = name == "text_features"
+                mask = feed["attention_mask"] if per_token else None
+                parts.setdefault(name, []).append(tensor_parity(want, got, mask, per_token))
+        merged = [merge_parity(p) for p in parts.values()]
+        return min(merged, key=lambda f: (f["cosine_mean"], f["cosine_worst_1pct"]))
 
 
 def _median_ms(model, feeds, repeats: int = 3) -> float:

@@ -119,6 +119,9 @@ def export_bundle(
                 calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method)
                 if name == "heads":
                     calibration.feeds = _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images)
+                    # The heads' gate is looser than the text encoder's: search only as far as it asks.
+                    calibration.target_cosine_mean = tolerances[name].min_cosine_mean
+                    calibration.target_cosine_worst_1pct = tolerances[name].min_cosine_worst_1pct
             options = dict(target_options or {})
             if hasattr(module, "write_metadata"):  # targets that describe their artifacts (coreml)
                 options.setdefault("metadata", {"weights": loaded.weights_label})
