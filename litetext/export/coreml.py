@@ -708,6 +708,17 @@ def quantize_weight(weight: torch.Tensor, bits: int, out_axis: int = 0, in_axis:
     return back(values), back(integers).to(torch.int8)
 
 
+def _run_with_hooks(module: torch.nn.Module, spec: GraphSpec, feeds, hooks) -> None:
+    """Run `module` on every feed so its forward hooks observe real activations, then remove the hooks."""
+    try:
+        with torch.no_grad():
+            for feed in feeds:
+                module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names])
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def layer_group(name: str) -> str:
     """The group a layer's weight belongs to for w4's mixed precision: the path up to a numbered layer
     ('text.layers.3.mlp.fc1' -> 'text.layers.3'), else the layer itself ('text.embeddings.token_embedding')."""
@@ -861,13 +872,7 @@ def calibrate_activations(module: torch.nn.Module, spec: GraphSpec, feeds: list[
             value = float(x.max()) if method == "minmax" else float(torch.quantile(x.flatten()[: 1 << 24], PERCENTILE / 100))
             stats.setdefault(name, []).append(value)
         hooks.append(child.register_forward_pre_hook(observe))
-    try:
-        with torch.no_grad():
-            for feed in feeds:
-                module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names])
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _run_with_hooks(module, spec, feeds, hooks)
     scales = {}
     for name, values in stats.items():
         top = max(values)
@@ -1036,13 +1041,7 @@ def fp16_headroom(module: torch.nn.Module, spec: GraphSpec, feeds: list[dict[str
         def out_hook(_m, _inputs, output, name=name):
             largest[name] = max(largest.get(name, 0.0), float(output.detach().abs().max()))
         hooks.append(child.register_forward_hook(out_hook))
-    try:
-        with torch.no_grad():
-            for feed in feeds:
-                module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in spec.input_names])
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _run_with_hooks(module, spec, feeds, hooks)
     worst_norm = max(deviation, key=deviation.get) if deviation else None
     worst_out = max(largest, key=largest.get) if largest else None
     return {
