@@ -5,6 +5,13 @@ coverage, and, with a model, the intrinsic dimension of its text embeddings.
     result = analyze(["prompts/calib"], holdout=["prompts/eval"], loaded=None)
 """
 
-from litetext.analysis.core import analyze
-
 __all__ = ["analyze"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so that the CLI's start (which imports litetext.analysis.cli) stays light.
+    if name == "analyze":
+        from litetext.analysis.core import analyze
+
+        return analyze
+    raise AttributeError(f"module 'litetext.analysis' has no attribute {name!r}")

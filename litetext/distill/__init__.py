@@ -5,6 +5,13 @@
                       settings=DistillSettings(steps=20000, batch=128))
 """
 
-from litetext.distill.train import DistillSettings, distill, evaluate, read_log
-
 __all__ = ["DistillSettings", "distill", "evaluate", "read_log"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so that the CLI's start (which imports litetext.distill.cli) does not import torch.
+    if name in __all__:
+        from litetext.distill import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'litetext.distill' has no attribute {name!r}")
