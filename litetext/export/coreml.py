@@ -322,28 +322,34 @@ def _pipeline(ct, fp16: bool):
 FP16_SMALLEST_NORMAL = float(np.finfo(np.float16).tiny)
 
 
+def _operations(program):
+    """Every MIL operation of every function, the ops of nested blocks before the op that holds them."""
+
+    def walk(block):
+        for op in block.operations:
+            for inner in op.blocks:
+                yield from walk(inner)
+            yield op
+
+    for function in program.functions.values():
+        yield from walk(function)
+
+
 def fp16_subnormal_constants(program, fraction: float = 0.01) -> list[dict[str, Any]]:
     """fp16 constants with more than `fraction` of their non-zero values below fp16's smallest normal number
     (where fp16 keeps few significant bits): what an fp16 package loses precision on."""
     found = []
-
-    def visit(block):
-        for op in block.operations:
-            for inner in op.blocks:
-                visit(inner)
-            if op.op_type != "const":
-                continue
-            value = op.outputs[0].val
-            if value is None or np.asarray(value).dtype != np.float16 or np.size(value) <= WEIGHT_THRESHOLD:
-                continue
-            magnitude = np.abs(np.asarray(value, dtype=np.float32))
-            nonzero = magnitude[magnitude > 0]
-            if nonzero.size and np.mean(nonzero < FP16_SMALLEST_NORMAL) > fraction:
-                found.append({"const": op.name, "elements": int(np.size(value)),
-                              "subnormal_fraction": float(np.mean(nonzero < FP16_SMALLEST_NORMAL))})
-
-    for function in program.functions.values():
-        visit(function)
+    for op in _operations(program):
+        if op.op_type != "const":
+            continue
+        value = op.outputs[0].val
+        if value is None or np.asarray(value).dtype != np.float16 or np.size(value) <= WEIGHT_THRESHOLD:
+            continue
+        magnitude = np.abs(np.asarray(value, dtype=np.float32))
+        nonzero = magnitude[magnitude > 0]
+        if nonzero.size and np.mean(nonzero < FP16_SMALLEST_NORMAL) > fraction:
+            found.append({"const": op.name, "elements": int(np.size(value)),
+                          "subnormal_fraction": float(np.mean(nonzero < FP16_SMALLEST_NORMAL))})
     return found
 
 
@@ -447,37 +453,30 @@ def weight_roles(program) -> dict[str, tuple[int, int]]:
     weight, a conv_transpose's, the table of a gather (an embedding), a matmul's constant operand. Biases,
     norms, masks and position encodings are not weights here and stay fp16."""
     roles: dict[str, tuple[int, int]] = {}
-
-    def visit(block):
-        for op in block.operations:
-            for inner in op.blocks:
-                visit(inner)
-            if op.op_type != "const":
-                continue
-            var = op.outputs[0]
-            value = var.val
-            if value is None or np.ndim(value) < 2 or np.size(value) <= WEIGHT_THRESHOLD:
-                continue
-            if not np.issubdtype(np.asarray(value).dtype, np.floating):
-                continue
-            found = set()
-            for child in var.child_ops:
-                if child.op_type in ("linear", "conv") and child.weight is var:
-                    found.add((0, 1))
-                elif child.op_type == "conv_transpose" and child.weight is var:
-                    found.add((1, 0))
-                elif child.op_type == "gather" and child.x is var:
-                    found.add((0, 1))
-                elif child.op_type == "matmul" and child.y is var:
-                    rank = var.rank
-                    found.add((rank - 2, rank - 1) if child.transpose_y.val else (rank - 1, rank - 2))
-                else:
-                    found.add(None)
-            if len(found) == 1 and None not in found:
-                roles[op.name] = found.pop()
-
-    for function in program.functions.values():
-        visit(function)
+    for op in _operations(program):
+        if op.op_type != "const":
+            continue
+        var = op.outputs[0]
+        value = var.val
+        if value is None or np.ndim(value) < 2 or np.size(value) <= WEIGHT_THRESHOLD:
+            continue
+        if not np.issubdtype(np.asarray(value).dtype, np.floating):
+            continue
+        found = set()
+        for child in var.child_ops:
+            if child.op_type in ("linear", "conv") and child.weight is var:
+                found.add((0, 1))
+            elif child.op_type == "conv_transpose" and child.weight is var:
+                found.add((1, 0))
+            elif child.op_type == "gather" and child.x is var:
+                found.add((0, 1))
+            elif child.op_type == "matmul" and child.y is var:
+                rank = var.rank
+                found.add((rank - 2, rank - 1) if child.transpose_y.val else (rank - 1, rank - 2))
+            else:
+                found.add(None)
+        if len(found) == 1 and None not in found:
+            roles[op.name] = found.pop()
     return roles
 
 
@@ -649,20 +648,13 @@ def package_weights(path: str | Path) -> dict[str, dict[str, Any]]:
     name -> {"values": fp16 array, "op": constexpr op type, "integers": stored integers, "scale": scales}."""
     program = load_program(path)
     found: dict[str, dict[str, Any]] = {}
-
-    def visit(block):
-        for op in block.operations:
-            for inner in op.blocks:
-                visit(inner)
-            if op.op_type in ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"):
-                integers = (op.quantized_data if op.op_type == "constexpr_affine_dequantize" else op.data).val
-                found[op.name] = {"values": np.asarray(op.materialized_val_inference()), "op": op.op_type,
-                                  "integers": np.asarray(integers), "scale": np.asarray(op.scale.val)}
-            elif op.op_type.startswith("constexpr_"):
-                found[op.name] = {"values": np.asarray(op.materialized_val_inference()), "op": op.op_type}
-
-    for function in program.functions.values():
-        visit(function)
+    for op in _operations(program):
+        if op.op_type in ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"):
+            integers = (op.quantized_data if op.op_type == "constexpr_affine_dequantize" else op.data).val
+            found[op.name] = {"values": np.asarray(op.materialized_val_inference()), "op": op.op_type,
+                              "integers": np.asarray(integers), "scale": np.asarray(op.scale.val)}
+        elif op.op_type.startswith("constexpr_"):
+            found[op.name] = {"values": np.asarray(op.materialized_val_inference()), "op": op.op_type}
     return found
 
 
@@ -754,17 +746,8 @@ def match_weights(program, module: torch.nn.Module) -> dict[str, str]:
     same shape whose rows it is proportional to."""
     roles = weight_roles(program)
     weights = [(n, m.weight.detach().to(torch.float16).numpy()) for n, m, _, _ in _weight_modules(module)]
-    consts = {}
-
-    def visit(block):
-        for op in block.operations:
-            for inner in op.blocks:
-                visit(inner)
-            if op.op_type == "const" and op.name in roles:
-                consts[op.name] = np.asarray(op.outputs[0].val)
-
-    for function in program.functions.values():
-        visit(function)
+    consts = {op.name: np.asarray(op.outputs[0].val) for op in _operations(program)
+              if op.op_type == "const" and op.name in roles}
     matched = {}
     for const, value in consts.items():
         same = [(n, w) for n, w in weights if w.shape == value.shape]

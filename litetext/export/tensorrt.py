@@ -354,10 +354,7 @@ def _keep_qdq_on_quantized_inputs(model):
         keep = [n for n in graph.node if not (n.op_type == op and n.output[0] not in used)]
         del graph.node[:]
         graph.node.extend(keep)
-    used = {i for n in graph.node for i in n.input}
-    keep_init = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_init)
+    _drop_unused_initializers(graph)
     return model
 
 
@@ -445,10 +442,7 @@ def strip_qdq(model):
     del graph.node[:]
     graph.node.extend(keep)
     graph.initializer.extend(new_inits)
-    used = {i for n in graph.node for i in n.input}
-    keep_init = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep_init)
+    _drop_unused_initializers(graph)
     return model
 
 
@@ -768,6 +762,13 @@ def main(argv=None) -> int:
     onnx.save(model, args.out)
     print(f"{args.out}: {len(model.graph.node)} nodes, no Q/DQ")
     return 0
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 if __name__ == "__main__":
