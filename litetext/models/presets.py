@@ -7,7 +7,7 @@ context length (16 or 32); the teacher's CLIP text encoder always holds 32 posit
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 TEACHER = "sam3"
@@ -24,7 +24,6 @@ class Preset:
     context_lengths: tuple[int, ...] = (16, 32)
     # Parameters the paper reports for the text encoder with its projection to 256 (checked by tests).
     text_params_millions: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PRESETS: dict[str, Preset] = {
