@@ -81,10 +81,12 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory() as scratch:
+        # Only the tensors the quantizer uses (inputs and outputs of QUANTIZED_OPS), as quantize_static does.
         calibrator = create_calibrator(
-            fp32_path, None, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+            fp32_path, QUANTIZED_OPS, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, method_name), extra_options=options,
         )
+        calibrator.infer_session = _priority_ordered_session(calibrator)
         # One batch at a time: each call folds that batch into the running ranges (histograms) and frees its
         # intermediate tensors, gigabytes per batch for the heads at 1008 px. (ONNX Runtime's own
         # max_intermediate_outputs drops batches without folding them in, in 1.32.)
@@ -128,6 +130,19 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     }
     calibration.report = {**calibration.report, **report}
     return calibration.report
+
+
+def _priority_ordered_session(calibrator):
+    """The calibrator's session, run in ONNX Runtime's priority-based node order. In the default order the
+    MinMax calibrator's ReduceMin/ReduceMax nodes run late, so every tensor they read stays alive: 14.4 GiB for
+    one batch-1 pass of the full-size heads against 1.2 GiB in priority order (full-size S0 heads at 1008 px,
+    ORT 1.32)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as the calibrator's own
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    return ort.InferenceSession(calibrator.augmented_model_path, options, providers=calibrator.execution_providers)
 
 
 def _quantize(fp32_path: Path, ranges, exclude: list[str]):

@@ -169,14 +169,24 @@ def describe_graphs(loaded: LoadedModel, context_length: int, padding: TextPaddi
 
 
 class TextEncoderGraph(nn.Module):
-    """Token ids -> per-token text features [B, L, 256], the position table baked for one context length."""
+    """Token ids -> per-token text features [B, L, 256], the position table baked for one context length.
 
-    def __init__(self, loaded: LoadedModel, context_length: int, padding: TextPadding):
+    `kept_ids` (ascending old ids, litetext.vocabulary.PrunedVocabulary) prunes the token table to those rows:
+    the graph then takes the NEW ids (positions in `kept_ids`) and holds only those rows."""
+
+    def __init__(self, loaded: LoadedModel, context_length: int, padding: TextPadding, kept_ids=None):
         super().__init__()
         self.family = loaded.family
         self.text = loaded.model.text_encoder
         self.projection = loaded.model.text_projection
         self.attention_masked = padding.attention_masked
+        self.token_embedding = self.text.embeddings.token_embedding if self.family == STUDENT else None
+        if kept_ids is not None:
+            if self.family != STUDENT:
+                raise LitetextError("pruning the token table is implemented for the MobileCLIP students only, "
+                                    "not the teacher's CLIP text encoder")
+            rows = self.token_embedding.weight.detach()[torch.as_tensor(kept_ids, dtype=torch.long)].clone()
+            self.token_embedding = nn.Embedding.from_pretrained(rows, freeze=True)
         if self.family == STUDENT:
             with torch.no_grad():
                 # The student's table is interpolated (bilinear) when its length differs from the context;
@@ -194,7 +204,7 @@ class TextEncoderGraph(nn.Module):
             # CLIP text (causal): valid tokens never see the pads, so padding changes only pad positions.
             hidden = self.text.text_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             return self.projection(hidden)
-        hidden = self.text.embeddings.token_embedding(input_ids) + self.position_table  # [B, L, D]
+        hidden = self.token_embedding(input_ids) + self.position_table  # [B, L, D]
         additive = None
         if mask is not None:
             # [B, 1, 1, L]: 0 where a token is valid, the float32 minimum where it is a pad (as transformers).
@@ -257,9 +267,11 @@ def _vision_output_class(model):
     return Sam3VisionEncoderOutput
 
 
-def build_graph(name: str, loaded: LoadedModel, context_length: int, padding: TextPadding) -> nn.Module:
+def build_graph(name: str, loaded: LoadedModel, context_length: int, padding: TextPadding,
+                kept_ids=None) -> nn.Module:
+    """`kept_ids` prunes the text encoder's token table (TextEncoderGraph)."""
     if name == "text_encoder":
-        return TextEncoderGraph(loaded, context_length, padding).eval()
+        return TextEncoderGraph(loaded, context_length, padding, kept_ids).eval()
     if name == "vision_encoder":
         return VisionEncoderGraph(loaded).eval()
     if name == "heads":
