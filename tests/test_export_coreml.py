@@ -357,6 +357,25 @@ def test_vision_encoder_and_heads_simulated_parity(tiny_vision_heads):
         assert agreement["bit_exact"] == agreement["package_compressed"] > 0, agreement
 
 
+def test_heads_stop_constant_folding_at_their_limit(tiny_vision_heads, tmp_path, monkeypatch):
+    # At full size the heads' first decoder layer folds into a [1, 8, 201, 5184] constant (15.9 MiB of fp16 that
+    # w8 cannot compress): the heads' pipeline stops folding above FOLD_LIMITS, other graphs fold everything.
+    options = coreml._pipeline(ct, True, coreml.FOLD_LIMITS["heads"]).get_options("common::const_elimination")
+    assert [(o.option_name, o.option_val) for o in options] == [("skip_const_by_size", "4000000")]
+    assert coreml._pipeline(ct, True, coreml.FOLD_LIMITS.get("text_encoder")).get_options("common::const_elimination") is None
+    # Tiny heads fold nothing that large; a limit below their largest folded constant keeps its ops instead.
+    loaded, padding, specs = tiny_vision_heads["loaded"], tiny_vision_heads["padding"], tiny_vision_heads["specs"]
+
+    def operations(limit):
+        monkeypatch.setitem(coreml.FOLD_LIMITS, "heads", limit)
+        path = coreml.export_graph(build_graph("heads", loaded, CTX, padding), specs["heads"],
+                                   tiny_vision_heads["feeds"]["heads"], tmp_path / f"heads-{limit}.mlpackage", "fp16",
+                                   deployment_target="iOS18")
+        return sum(coreml.inspect_package(path)["ops"].values())
+
+    assert operations(1000) > operations(4_000_000)  # what is not folded stays as operations
+
+
 def test_open_runner_on_linux_says_to_simulate(text_packages):
     if coreml.can_predict():
         pytest.skip("Core ML runs here")

@@ -71,6 +71,11 @@ FIXED_BATCH = {
              "needs a known batch",
 }
 WEIGHT_THRESHOLD = 2048  # coremltools' default: constants with more elements than this are compressed
+# Constant folding stops at this many elements per result, graph by graph. The heads' first decoder layer takes
+# its box position bias from learned reference boxes, so with the batch fixed coremltools folds it into a
+# [1, 8, 201, 5184] constant (8.3M elements): 15.9 MiB of fp16 that w8 cannot compress, larger than the ops that
+# compute it. Its position encodings (1.3M elements, [1, 256, 72, 72]) still fold to fp16 under the limit.
+FOLD_LIMITS = {"heads": 4_000_000}
 W4_BLOCK_SIZE = 32
 SENSITIVITY_BATCHES = 4  # calibration batches (of 16 prompts) that rank w4's layer groups
 SENTINEL = 1e30  # a constant this large is a stand-in for infinity (torch.finfo(float32).min/max)
@@ -309,8 +314,10 @@ def _register_guard_pass() -> None:
 UNFUSED_PASSES = ("common::fuse_conv_scale",)
 
 
-def _pipeline(ct, fp16: bool):
+def _pipeline(ct, fp16: bool, fold_limit: int | None = None):
     pipeline = ct.PassPipeline.DEFAULT
+    if fold_limit is not None:
+        pipeline.set_options("common::const_elimination", {"skip_const_by_size": str(fold_limit)})
     if fp16:
         _register_guard_pass()
         pipeline.remove_passes(list(UNFUSED_PASSES))
@@ -407,7 +414,7 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, example: dict, path: 
                     minimum_deployment_target=_target(ct, deployment_target),
                     compute_precision=ct.precision.FLOAT16 if fp16 else ct.precision.FLOAT32,
                     compute_units=getattr(ct.ComputeUnit, compute_units),
-                    pass_pipeline=_pipeline(ct, fp16),
+                    pass_pipeline=_pipeline(ct, fp16, FOLD_LIMITS.get(spec.name)),
                     skip_model_load=True,
                 )
     except LitetextError:
