@@ -59,7 +59,7 @@ def main() -> None:
             g = manifest["graphs"][graph]
             rows.append({"graph": graph, "precision": precision, "bytes": g["bytes"],
                          "compression_ops": g["coreml"]["compression_ops"],
-                         "weights_compressed": len(g["coreml"]["weights_compressed"] or []),
+                         "weights_compressed": g["coreml"]["weights_compressed"],
                          "parity": g["parity"]["outputs"], "parity_runtime": g["coreml"]["parity_runtime"],
                          "export_seconds": g["export_seconds"], "total_seconds": manifest["export_seconds"],
                          "peak_rss_mib_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})

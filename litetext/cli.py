@@ -68,13 +68,16 @@ def model_options(command):
 @click.option("--vocabulary", "vocabulary_files", multiple=True, type=click.Path(),
               help="Prompt files or folders: store their text features instead of a text_encoder graph.")
 @click.option("--vocabulary-precision", default="fp16", show_default=True, help="fp16 or int8 (--vocabulary).")
+@click.option("--prune-vocabulary", "prune_files", multiple=True, type=click.Path(),
+              help="Prompt files or folders (a corpus): keep only the token-table rows they need in the student's "
+                   "text encoder; tokenizer.json gets the pruned vocabulary (docs/vocabulary.md).")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
 def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, deployment_target, compute_units,
            batch_sizes, graphs, context_length, precision,
            text_padding, parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method,
-           min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, out, force):
+           min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out, force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
@@ -106,6 +109,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
         calib_method=calib_method,
         vocabulary=read_prompts(list(vocabulary_files)) if vocabulary_files else None,
         vocabulary_precision=vocabulary_precision,
+        prune_vocabulary=read_prompts(list(prune_files)) if prune_files else None,
         gate=gate or None, force=force, progress=progress,
         target_options=options,
     )
@@ -113,6 +117,13 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
         worst = min(p["cosine_min"] for p in graph["parity"]["outputs"].values())
         err = max(p["max_abs_error"] for p in graph["parity"]["outputs"].values())
         click.echo(f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}")
+    text_path = manifest.get("text_path") or {}
+    if text_path.get("kind") == "pruned_text_encoder":
+        covered, rest, params = text_path["parity_prompts"], text_path["uncovered_parity"], text_path["parameters"]
+        click.echo(f"pruned: {text_path['kept_tokens']} of {text_path['vocabulary_size']} tokens, parameters "
+                   f"{params['before'] / 1e6:.2f}M -> {params['after'] / 1e6:.2f}M ({params['ratio']:.3f}x); "
+                   f"{covered['covered']} of {covered['prompts']} parity prompts covered (max error above)"
+                   + (f", the others pooled cosine mean {rest['pooled_cosine_mean']:.4f}" if rest["prompts"] else ""))
     if loaded.is_random:
         click.secho(f"NOTE: {loaded.weights_label}", fg="yellow", err=True)
 

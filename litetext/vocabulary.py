@@ -28,9 +28,11 @@ Pruned token table
 
     Ids are remapped old -> new in ascending old order (contiguous), so the bytes keep ids 0..511, the pad 0
     stays 0 and the end token stays the largest id. ``write_tokenizer_json`` writes a ``tokenizers`` file with
-    the NEW ids, and ``prune_onnx_text_encoder`` slices the rows of the token table initializer (any exported
-    text_encoder, fp32 or fp16) by the kept old ids. A prompt whose tokens are all kept gives exactly the
-    unpruned features (ONNX Runtime, max error 0).
+    the NEW ids. The token table is cut in PyTorch before export (``build_graph(..., kept_ids=...)``), so every
+    target gets the pruned graph: ``export_bundle(..., prune_vocabulary=corpus)`` writes it with that
+    tokenizer.json, pruned_tokens.json (the kept old ids) and the manifest's ``text_path``, and
+    :class:`PrunedTokenizer` is what ``Bundle.tokenizer()`` gives for it. A prompt whose tokens are all kept
+    gives exactly the unpruned features; the others are reported (:func:`pruned_figures`), not gated.
 """
 
 from __future__ import annotations
@@ -211,6 +213,30 @@ class FixedVocabulary:
                    arrays.get("scales"), info, list_file=str(folder / txt_name))
 
 
+class LookupRunner:
+    """A fixed vocabulary behind the runners' contract (infer(feed) -> {"text_features"}), for benchmarks: each
+    prompt of the feed's "prompts" is looked up as an app does (cleaned text -> stored row, dequantized)."""
+
+    runtime = "numpy lookup"
+    provider = None
+
+    def __init__(self, vocabulary: FixedVocabulary):
+        self.vocabulary = vocabulary
+        self.precision = vocabulary.precision
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "prompts" not in feed:
+            raise LitetextError("a fixed vocabulary is looked up by prompt text: the feed needs its \"prompts\"")
+        try:
+            rows = [self.vocabulary.lookup(str(p))[0] for p in feed["prompts"]]
+        except LitetextError as e:
+            raise LitetextError(f"{e}; benchmark it with --prompts {self.vocabulary.list_file}") from None
+        return {"text_features": np.concatenate(rows)}
+
+    def close(self) -> None:
+        pass
+
+
 def quantize_rows_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 with one scale per row of the last axis: x ~ q * scale[..., None]."""
     amax = np.abs(x).max(axis=-1)
@@ -367,9 +393,12 @@ class PrunedVocabulary:
         _write_atomic(Path(path), json.dumps(self.to_json()).encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | Path) -> "PrunedVocabulary":
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    def from_json(cls, data: dict[str, Any]) -> "PrunedVocabulary":
         return cls(np.array(data["kept_ids"], dtype=np.int64), int(data.get("corpus_tokens", 0)))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PrunedVocabulary":
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _merge_parents() -> dict[int, tuple[int, int]]:
@@ -401,65 +430,203 @@ def prune_vocabulary(corpus_prompts: Iterable[str]) -> PrunedVocabulary:
     return PrunedVocabulary(np.array(sorted(kept), dtype=np.int64), corpus_tokens=len(used))
 
 
-def _token_table_names(model, vocab_size: int) -> list[str]:
-    """Initializers indexed by token id: first axis vocab_size and read by a Gather on axis 0 (directly, or
-    through DequantizeLinear / Cast)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    produced_by = {o: n for n in model.graph.node for o in n.output}
-    names = []
-    for node in model.graph.node:
-        if node.op_type != "Gather" or any(a.name == "axis" and a.i != 0 for a in node.attribute):
-            continue
-        src = node.input[0]
-        seen = [src]
-        while src not in inits and src in produced_by and produced_by[src].op_type in ("DequantizeLinear", "Cast"):
-            src = produced_by[src].input[0]
-            seen.append(src)
-        if src in inits and inits[src].dims and inits[src].dims[0] == vocab_size:
-            names.append(src)
-    return names
+# Pruned text path in a bundle ---------------------------------------------------------------------------------
+
+PRUNED_KIND = "pruned_text_encoder"
 
 
-def count_parameters(model) -> int:
-    """Elements of all initializers of an ONNX model."""
-    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+def corpus_sha256(prompts: Sequence[str]) -> str:
+    """sha256 of the corpus as read (one prompt a line, UTF-8): names the corpus in the manifest."""
+    return _sha256(("\n".join(prompts) + "\n").encode("utf-8"))
 
 
-def prune_onnx_text_encoder(src: str | Path, dst: str | Path, pruned: PrunedVocabulary) -> dict[str, Any]:
-    """Copy an exported text_encoder ONNX with its token table sliced to the kept rows (ids become the new
-    ids). Works on fp32, fp16 and int8 exports (the table read through Cast / DequantizeLinear). Returns
-    {"parameters_before", "parameters_after", "ratio", "table_rows"}. A table quantized with one scale per
-    token is refused. Models over 2 GiB (external data) are not handled."""
-    import onnx
-    from onnx import numpy_helper
+class PrunedTokenizer:
+    """A pruned tokenizer.json run with the `tokenizers` library, called as ClipTokenizer is: prompts, context
+    length and the padding convention's pad id in CLIP's ids (0 or 49407) -> a TokenizedBatch of NEW ids, padded
+    with the pad's new id and truncated keeping the end token. What `Bundle.tokenizer()` gives for a pruned
+    bundle, so its ids are those an app gets from the bundle's tokenizer.json."""
 
-    from litetext.export.onnx import save
-    from litetext.tokenizer import VOCAB_SIZE
+    def __init__(self, tokenizer_json: str, pruned: PrunedVocabulary):
+        from tokenizers import Tokenizer
 
-    model = onnx.load(str(src))
-    names = _token_table_names(model, VOCAB_SIZE)
-    if len(names) != 1:
-        raise LitetextError(f"{src}: expected one token table initializer ([{VOCAB_SIZE}, D] read by a Gather), "
-                            f"found {len(names)}")
-    for node in model.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] == names[0]:
-            inits = {t.name: t for t in model.graph.initializer}
-            if any(i in inits and inits[i].dims and inits[i].dims[0] == VOCAB_SIZE for i in node.input[1:]):
-                raise LitetextError(f"{src}: the token table is quantized per token; prune the fp32 export")
-    before = count_parameters(model)
-    for i, t in enumerate(model.graph.initializer):
-        if t.name == names[0]:
-            table = numpy_helper.to_array(t)
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(table[pruned.kept_ids]),
-                                                                        t.name))
-    after = count_parameters(model)
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.partial.onnx")
-    try:
-        save(model, tmp)
-        onnx.checker.check_model(str(tmp))
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return {"parameters_before": before, "parameters_after": after, "ratio": after / before,
-            "table_rows": [VOCAB_SIZE, len(pruned)]}
+        self.pruned = pruned
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        if self._tokenizer.get_vocab_size() != len(pruned):
+            raise LitetextError(f"the tokenizer.json has {self._tokenizer.get_vocab_size()} tokens, the pruned "
+                                f"vocabulary {len(pruned)}: they are from different exports; export the bundle again")
+
+    @classmethod
+    def load(cls, folder: str | Path, entry: dict[str, Any]) -> "PrunedTokenizer":
+        """The tokenizer of a pruned bundle; checks both files against their sha256 in the manifest."""
+        folder = Path(folder)
+        data = {}
+        for key in ("tokenizer_file", "pruned_tokens_file"):
+            path = folder / entry[key]
+            if not path.is_file():
+                raise LitetextError(f"{folder} is incomplete: {entry[key]} of its pruned text encoder is missing")
+            data[key] = path.read_bytes()
+            if _sha256(data[key]) != entry["sha256"][entry[key]]:
+                raise LitetextError(f"{path} does not match its sha256 in the manifest: the file was changed or "
+                                    "damaged; export the bundle again")
+        pruned = PrunedVocabulary.from_json(json.loads(data["pruned_tokens_file"]))
+        return cls(data["tokenizer_file"].decode("utf-8"), pruned)
+
+    def __call__(self, texts: str | Sequence[str], context_length: int, pad_id: int = 0):
+        import warnings
+
+        from litetext.tokenizer import TokenizedBatch, TruncationWarning
+
+        if isinstance(texts, str):
+            texts = [texts]
+        pad = int(self.pruned.remap(np.array([pad_id]))[0])
+        tok = self._tokenizer
+        tok.enable_truncation(context_length)  # room for the start and end tokens the post-processor adds
+        tok.enable_padding(length=context_length, pad_id=pad, pad_token=tok.id_to_token(pad))
+        encodings = tok.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), context_length)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(ids.shape)
+        lengths = mask.sum(1)
+        empty = np.flatnonzero(lengths <= 2)
+        if empty.size:
+            row = int(empty[0])
+            raise LitetextError(f"prompt {row} ({texts[row]!r}) is empty after cleaning; remove it or give it text")
+        truncated = np.array([bool(e.overflowing) for e in encodings])
+        if truncated.any():
+            warnings.warn(f"{truncated.sum()} of {len(texts)} prompts are longer than context_length={context_length} "
+                          "and were truncated (end token kept last)", TruncationWarning, stacklevel=2)
+        return TokenizedBatch(ids, mask, lengths, truncated)
+
+    def compare(self, prompts: Sequence[str], context_length: int, pad_id: int):
+        """-> (CLIP's TokenizedBatch, this tokenizer's, covered [N] bool): covered prompts have every token kept
+        and this tokenizer's ids equal CLIP's remapped (the pruned text encoder then computes exactly the
+        unpruned features). The second check only fails where tokenizer.json's cleaning differs from
+        litetext's (see litetext.tokenizer.write_tokenizer_json), never because of the pruning."""
+        import warnings
+
+        from litetext.tokenizer import ClipTokenizer
+
+        tok = ClipTokenizer()
+        full = tok(list(prompts), context_length=context_length, pad_id=pad_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # CLIP's tokenization above already warned about long prompts
+            new = self(list(prompts), context_length, pad_id)
+        kept = np.array([self.pruned.covers(p, tok) for p in prompts], dtype=bool)
+        same = (self.pruned.old_to_new[full.input_ids] == new.input_ids).all(1)
+        return full, new, kept & same
+
+
+def pruned_figures(want: np.ndarray, got: np.ndarray, full_mask: np.ndarray, new_mask: np.ndarray,
+                   covered: np.ndarray) -> dict[str, Any]:
+    """Parity of a pruned text encoder: `want` [N, L, W] from the unpruned graph on CLIP's ids, `got` from the
+    pruned one on the pruned tokenizer's ids. Covered prompts: per-token figures ("outputs", gated like any
+    export). The others split into other tokens, so positions do not correspond: the cosine of the mean
+    over valid tokens, and how many more tokens they take ("uncovered", reported, not gated)."""
+    from litetext.calibration.parity import tensor_parity
+
+    covered = np.asarray(covered, dtype=bool)
+    outputs = {}
+    if covered.any():
+        outputs["text_features"] = tensor_parity(want[covered], got[covered], new_mask[covered], per_token=True)
+
+    def pooled(features, mask):
+        m = mask[..., None].astype(np.float64)
+        return (features.astype(np.float64) * m).sum(1) / m.sum(1)
+
+    rest = ~covered
+    a, b = pooled(want[rest], full_mask[rest]), pooled(got[rest], new_mask[rest])
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-300)
+    extra = new_mask[rest].sum(1) - full_mask[rest].sum(1)
+    uncovered = {
+        "prompts": int(rest.sum()),
+        "pooled_cosine_mean": float(cos.mean()) if cos.size else None,
+        "pooled_cosine_worst_1pct": float(np.percentile(cos, 1)) if cos.size else None,
+        "pooled_cosine_min": float(cos.min()) if cos.size else None,
+        "extra_tokens_mean": float(extra.mean()) if cos.size else None,
+        "measure": "cosine of the mean valid-token features, unpruned graph on CLIP's ids against the pruned "
+                   "graph on the pruned tokenizer's ids; not gated",
+    }
+    coverage = {"prompts": len(covered), "covered": int(covered.sum()), "coverage": float(covered.mean())}
+    return {"outputs": outputs, "coverage": coverage, "uncovered": uncovered}
+
+
+class PrunedParity:
+    """Parity prompts for a pruned text encoder, tokenized twice: CLIP's ids for the unpruned PyTorch reference,
+    the pruned tokenizer's NEW ids for the artifact."""
+
+    BATCH = 8
+
+    def __init__(self, pruned: PrunedVocabulary, prompts: Sequence[str], context_length: int, padding):
+        self.vocabulary = pruned
+        self.tokenizer = PrunedTokenizer(pruned.tokenizer_json(context_length, padding.pad_id), pruned)
+        self.full, self.new, self.covered = self.tokenizer.compare(prompts, context_length, padding.pad_id)
+        self.figures: dict[str, Any] | None = None  # the last measure()
+        if not self.covered.any():
+            raise LitetextError(
+                f"none of the {len(prompts)} parity prompts is covered by the pruned vocabulary (all its tokens "
+                "kept), so the pruned text encoder cannot be checked exactly; pass --parity-prompts made of the "
+                "corpus's words (held-out prompts of the same kind), or prune with a larger corpus"
+            )
+
+    @staticmethod
+    def _batches(tokens, size: int) -> list[dict[str, np.ndarray]]:
+        return [{"input_ids": tokens.input_ids[i : i + size], "attention_mask": tokens.attention_mask[i : i + size]}
+                for i in range(0, len(tokens.input_ids), size)]
+
+    def batches(self) -> list[dict[str, np.ndarray]]:
+        """The artifact's feeds (NEW ids)."""
+        return self._batches(self.new, self.BATCH)
+
+    def measure(self, reference, runner) -> dict[str, Any]:
+        """pruned_figures of `runner` (the artifact, fed NEW ids) against `reference` (the unpruned graph)."""
+        want = np.concatenate([reference.infer(f)["text_features"] for f in self._batches(self.full, self.BATCH)])
+        got = np.concatenate([runner.infer(f)["text_features"] for f in self.batches()])
+        self.figures = pruned_figures(want, got, self.full.attention_mask, self.new.attention_mask, self.covered)
+        return self.figures
+
+
+def text_parameters(loaded, kept_tokens: int | None = None) -> int:
+    """Parameters of a student's text encoder and projection (PyTorch), with its token table cut to
+    `kept_tokens` rows when given."""
+    text = loaded.model.text_encoder
+    tensors = {id(p): p.numel() for m in (text, loaded.model.text_projection) for p in m.parameters()}
+    table = text.embeddings.token_embedding.weight
+    cut = 0 if kept_tokens is None else (table.shape[0] - kept_tokens) * table.shape[1]
+    return sum(tensors.values()) - cut
+
+
+def write_pruned_text_path(folder: str | Path, pruned: PrunedVocabulary, corpus: Sequence[str], loaded,
+                           context_length: int, padding, figures: dict[str, Any], graph_bytes: int) -> dict[str, Any]:
+    """Write the pruned tokenizer.json (NEW ids) and pruned_tokens.json (kept CLIP ids) into `folder`, each
+    atomically, and return the manifest's text_path entry: corpus, kept tokens and merges, parameters and bytes
+    before and after, coverage of the parity prompts and the parity of the uncovered ones (`figures`, from
+    PrunedParity.measure)."""
+    from litetext.tokenizer import NUM_MERGES, VOCAB_SIZE
+
+    folder = Path(folder)
+    tokenizer = pruned.tokenizer_json(context_length, padding.pad_id).encode("utf-8")
+    kept = json.dumps(pruned.to_json()).encode("utf-8")
+    _write_atomic(folder / "tokenizer.json", tokenizer)
+    _write_atomic(folder / PRUNED_FILE, kept)
+    before, after = text_parameters(loaded), text_parameters(loaded, len(pruned))
+    return {
+        "kind": PRUNED_KIND,
+        "graph": "text_encoder",
+        "tokenizer_file": "tokenizer.json",
+        "pruned_tokens_file": PRUNED_FILE,
+        "ids": "NEW ids: the position of the CLIP id in pruned_tokens.json's kept_ids (ascending); tokenize with "
+               "this bundle's tokenizer.json",
+        "rule": pruned.to_json()["rule"],
+        "corpus": {"prompts": len(corpus), "sha256": corpus_sha256(corpus), "tokens": pruned.corpus_tokens},
+        "kept_tokens": len(pruned),
+        "vocabulary_size": VOCAB_SIZE,
+        "kept_merges": len(pruned.merges()),
+        "merges": NUM_MERGES,
+        "parameters": {"before": before, "after": after, "ratio": round(after / before, 4),
+                       "counted": "PyTorch text encoder and projection"},
+        "bytes": {"text_encoder": graph_bytes, "tokenizer_json": len(tokenizer),
+                  "text_path": graph_bytes + len(tokenizer)},
+        "parity_prompts": {**figures["coverage"],
+                           "covered_parity": "graphs.text_encoder.parity.outputs (gated as any export)"},
+        "uncovered_parity": figures["uncovered"],
+        "sha256": {"tokenizer.json": _sha256(tokenizer), PRUNED_FILE: _sha256(kept)},
+    }

@@ -1,7 +1,8 @@
 """Real inputs for each graph at a batch size: prompts through the tokenizer, images through preprocessing.
 
 Every feed of a batch size has exactly that batch (prompts and images are taken in order and wrap around), so
-timed runs all see the same shapes. The heads get the FPN levels of one image (repeated) and the text
+timed runs all see the same shapes. Text feeds carry their prompts too ("prompts", for fixed-vocabulary
+lookups; runners read only their inputs). The heads get the FPN levels of one image (repeated) and the text
 features of `batch` prompts, computed by the given text and vision runners.
 """
 
@@ -17,6 +18,10 @@ import numpy as np
 class GraphFeeds:
     feeds: list[dict[str, np.ndarray]]
     image_sizes: list[tuple[int, int]] = field(default_factory=list)  # heads: (height, width) of each feed's image
+    # A pruned text encoder's feeds hold its tokenizer's ids; the reference takes CLIP's ids of the same prompts,
+    # and `covered` (one per row, all feeds in order) says which prompts have every token kept.
+    reference_feeds: list[dict[str, np.ndarray]] | None = None
+    covered: np.ndarray | None = None
 
 
 class Feeds:
@@ -43,14 +48,24 @@ class Feeds:
             self._tokens[key] = (batch.input_ids, batch.attention_mask)
         return self._tokens[key]
 
-    def text(self, context_length: int, padding, batch: int) -> GraphFeeds:
+    def text(self, context_length: int, padding, batch: int, tokenizer=None) -> GraphFeeds:
+        """Text feeds; with `tokenizer` (a pruned text encoder's PrunedTokenizer) its ids, beside the
+        reference's."""
         ids, mask = self.tokens(context_length, padding.pad_id)
+        prompts = np.array(self.prompts)
         n = len(ids)
-        out = []
-        for start in range(0, n, batch):
-            rows = [(start + j) % n for j in range(batch)]
-            out.append({"input_ids": ids[rows], "attention_mask": mask[rows]})
-        return GraphFeeds(out)
+        rows = [[(start + j) % n for j in range(batch)] for start in range(0, n, batch)]
+        out = [{"input_ids": ids[r], "attention_mask": mask[r], "prompts": prompts[r]} for r in rows]
+        if tokenizer is None:
+            return GraphFeeds(out)
+        import warnings
+
+        with warnings.catch_warnings():  # long prompts are cut; the benchmark measures what runs
+            warnings.simplefilter("ignore")
+            _, new, covered = tokenizer.compare(self.prompts, context_length, padding.pad_id)
+        pruned = [{"input_ids": new.input_ids[r], "attention_mask": new.attention_mask[r], "prompts": prompts[r]}
+                  for r in rows]
+        return GraphFeeds(pruned, reference_feeds=out, covered=np.concatenate([covered[r] for r in rows]))
 
     def rgb(self) -> list[np.ndarray]:
         if self._rgb is None:

@@ -22,10 +22,15 @@ PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3}
 def model_name(record: dict[str, Any]) -> str:
     model = record.get("model") or {}
     preset = model.get("preset")
-    if preset:
-        return SHORT_MODEL.get(preset, preset)
     path = (model.get("weights") or {}).get("path")
-    return Path(path).name if path else "?"
+    name = SHORT_MODEL.get(preset, preset) if preset else Path(path).name if path else "?"
+    text_path = record.get("text_path") or {}
+    kind = text_path.get("kind")
+    if kind == "pruned_text_encoder":
+        return f"{name} pruned ({text_path['kept_tokens']} tokens)"
+    if kind == "fixed_vocabulary":
+        return f"{name} fixed vocabulary ({text_path['prompts']})"
+    return name
 
 
 def config_name(record: dict[str, Any], batch: bool = False) -> str:
@@ -62,13 +67,18 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _text_path_mib(record: dict[str, Any]) -> str:
+    text_path = record.get("text_path")
+    return _fmt(text_path["bytes"] / 2**20, ".2f") if text_path else "–"
+
+
 def results_table(records: list[dict[str, Any]]) -> str:
     """The markdown table of all records (a device column when they come from several devices)."""
     devices = _devices(records)
     several = len(devices) > 1
     header = ["model", "graph", "ctx", "runtime", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
-              "runs", "weights MiB", "RSS load MiB", "peak load MiB", "cos mean", "cos worst 1%", "max abs err",
-              "status"]
+              "runs", "weights MiB", "text path MiB", "RSS load MiB", "peak load MiB", "cos mean", "cos worst 1%",
+              "max abs err", "status"]
     if several:
         header.insert(0, "device")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -86,7 +96,7 @@ def results_table(records: list[dict[str, Any]]) -> str:
         row = [model_name(r), r["graph"], str(r.get("context_length") or "–"), r["runtime"], r["precision"], str(r["batch"]),
                _fmt(lat.get("p50")), _fmt(lat.get("p90")), _fmt(lat.get("p99")),
                f"{_fmt(lat.get('mean'))} ± {_fmt(lat.get('std'))}" if lat else "–", str(lat.get("runs", "–")),
-               _fmt(mem.get("weights"), ".1f"), _fmt(mem.get("rss_after_load"), ".1f"),
+               _fmt(mem.get("weights"), ".1f"), _text_path_mib(r), _fmt(mem.get("rss_after_load"), ".1f"),
                _fmt(mem.get("peak_rss_load"), ".1f"), *parity_cells, status.replace("|", "/")]
         if several:
             row.insert(0, devices[_device_key(r)])
@@ -101,9 +111,11 @@ def markdown(records: list[dict[str, Any]]) -> str:
     if note:
         lines += [f"> **{note}**", ""]
     lines += ["Latency is per batch in milliseconds (every timed run kept, nothing trimmed). Memory in MiB: "
-              "weights = static size of the graph's weights; RSS/peak = resident memory added by loading the "
-              "graph in a fresh process (after / peak during the load). Parity: worst output of the graph "
-              "against the reference (text features per valid token).", ""]
+              "weights = static size of the graph's weights; text path = what a bundle's text path holds on the "
+              "device (text encoder + tokenizer.json, or a fixed vocabulary's features + list); RSS/peak = "
+              "resident memory added by loading the graph in a fresh process (after / peak during the load). "
+              "Parity: worst output of the graph against the reference (text features per valid token; a pruned "
+              "text encoder: its covered prompts, the record has the rest).", ""]
     lines += ["## Devices", ""]
     by_key = {_device_key(r): r.get("device") or {} for r in records}
     for key, tag in devices.items():

@@ -61,13 +61,13 @@ class References:
             self._runners[key] = ref.open_runner(graph)
         return self._runners[key]
 
-    def outputs(self, ref: Target, graph: str, batch: int, feeds) -> list[dict]:
+    def outputs(self, ref: Target, graph: str, batch: int, feeds: list[dict]) -> list[dict]:
         """Reference outputs; text features are kept for the next target with the same reference."""
         key = (id(ref), graph, batch)
         if key in self._outputs:
             return self._outputs[key]
         runner = self.runner(ref, graph)
-        outputs = [runner.infer(feed) for feed in feeds.feeds]
+        outputs = [runner.infer(feed) for feed in feeds]
         if graph == "text_encoder":
             self._outputs[key] = outputs
         return outputs
@@ -105,6 +105,7 @@ def _base_record(target: Target, graph: str, feeds, run_info: dict) -> dict[str,
     }
     try:
         record.update(context_length=target.context_length, text_padding=target.padding.name)
+        record.update(target.record_fields(graph))
     except Exception as e:  # a torch target whose model cannot load: the record says why below
         record.update(context_length=None, text_padding=None, _early_error=_reason(e))
     record.update(device=device_info(), threads=_threads(target), data=feeds.describe(), run=run_info)
@@ -138,7 +139,7 @@ def _memory(target: Target, graph: str, probe: bool) -> dict[str, Any]:
 
 def _graph_feeds(target: Target, graph: str, batch: int, feeds, references: References, ref: Target | None):
     if graph == "text_encoder":
-        return feeds.text(target.context_length, target.padding, batch)
+        return feeds.text(target.context_length, target.padding, batch, target.text_tokenizer())
     if graph == "vision_encoder":
         return feeds.vision(target.image_size, batch)
     # heads: features from the reference's graphs (so the heads are measured alone), else the target's own
@@ -156,11 +157,22 @@ def _parity(graph: str, batch: int, runner, graph_feeds, ref: Target | None, ref
 
     if ref is None:
         return {"reference": None, "note": "this target is the reference (eager PyTorch fp32)"}
-    want = references.outputs(ref, graph, batch, graph_feeds)
+    want = references.outputs(ref, graph, batch, graph_feeds.reference_feeds or graph_feeds.feeds)
     got = [runner.infer(feed) for feed in graph_feeds.feeds]
     parity: dict[str, Any] = {"reference": ref.label, "reference_runtime": ref.runtime,
-                              "reference_precision": ref.precision, "status": "ok",
-                              "outputs": output_parity(want, got, graph_feeds.feeds)}
+                              "reference_precision": ref.precision, "status": "ok"}
+    if graph_feeds.reference_feeds is None:
+        parity["outputs"] = output_parity(want, got, graph_feeds.feeds)
+    else:  # a pruned text encoder: exact on covered prompts, pooled cosine on the others (other token counts)
+        import numpy as np
+
+        from litetext.vocabulary import pruned_figures
+
+        joined = lambda parts, key: np.concatenate([p[key] for p in parts])  # noqa: E731
+        figures = pruned_figures(joined(want, "text_features"), joined(got, "text_features"),
+                                 joined(graph_feeds.reference_feeds, "attention_mask"),
+                                 joined(graph_feeds.feeds, "attention_mask"), graph_feeds.covered)
+        parity.update(outputs=figures["outputs"], coverage=figures["coverage"], uncovered=figures["uncovered"])
     if graph == "heads":
         parity["instances"] = instance_agreement(want, got, graph_feeds.image_sizes, threshold)
     return parity

@@ -57,6 +57,14 @@ class Target:
         """Static memory: bytes of the graph's weights (files on disk, or tensor bytes in memory)."""
         raise NotImplementedError
 
+    def record_fields(self, graph: str) -> dict[str, Any]:
+        """Record fields that depend on the graph (a bundle's text path); none by default."""
+        return {}
+
+    def text_tokenizer(self):
+        """What tokenizes prompts for this target's text encoder when not CLIP's own ids (a pruned one)."""
+        return None
+
     def probe_job(self, graph: str) -> dict[str, Any] | None:
         """A job for `litetext.benchmarks.probe` that loads this graph in a fresh process (None: cannot)."""
         return None
@@ -79,6 +87,7 @@ class BundleTarget(Target):
 
     def __init__(self, path: str | Path, threads: int | None = None, label: str | None = None):
         from litetext.export.bundle import Bundle
+        from litetext.vocabulary import KIND, text_path_of
 
         self.bundle = Bundle.open(path)
         manifest = self.bundle.manifest
@@ -86,10 +95,12 @@ class BundleTarget(Target):
         self.runtime = RUNTIME_OF_BUNDLE_TARGET.get(manifest["target"], manifest["target"])
         self.precision = manifest["precision"]
         self.threads = threads
+        self.text_path = text_path_of(manifest)
+        self.fixed = self.text_path["kind"] == KIND  # a fixed vocabulary: the text "graph" is a lookup
 
     @property
     def graphs(self) -> list[str]:
-        return self.bundle.graphs
+        return ["text_encoder", *self.bundle.graphs] if self.fixed else self.bundle.graphs
 
     @property
     def context_length(self) -> int:
@@ -118,17 +129,49 @@ class BundleTarget(Target):
         return self.bundle.path / self.bundle.manifest["graphs"][graph]["file"]
 
     def open_runner(self, graph: str):
+        if self.fixed and graph == "text_encoder":
+            from litetext.vocabulary import FixedVocabulary, LookupRunner
+
+            return LookupRunner(FixedVocabulary.load(self.bundle.path, self.text_path))
         if self.bundle.manifest["target"] == "onnx":
             from litetext.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
             return OnnxRuntimeRunner(self._file(graph), self.bundle.spec(graph), self.precision, threads=self.threads)
         return self.bundle.runner(graph)
 
-    def weights_bytes(self, graph: str) -> int:
+    def _files(self, graph: str) -> list[Path]:
+        if self.fixed and graph == "text_encoder":
+            return [self.bundle.path / self.text_path[k] for k in ("features_file", "prompts_file")]
         from litetext.export import target_module
 
-        files = target_module(self.bundle.manifest["target"]).files_of(self._file(graph))
-        return sum(f.stat().st_size for f in files)
+        return target_module(self.bundle.manifest["target"]).files_of(self._file(graph))
+
+    def weights_bytes(self, graph: str) -> int:
+        return sum(f.stat().st_size for f in self._files(graph))
+
+    def record_fields(self, graph: str) -> dict[str, Any]:
+        """For the text encoder, the text path the device holds: its kind and files (graph + tokenizer.json, or
+        the fixed vocabulary's features + list) and their bytes. A fixed vocabulary is a numpy lookup at its
+        storage precision."""
+        from litetext.vocabulary import LookupRunner
+
+        if graph != "text_encoder" or graph not in self.graphs:
+            return {}
+        files = self._files(graph)
+        if not self.fixed:
+            files.append(self.bundle.path / self.bundle.manifest.get("tokenizer", {}).get("file", "tokenizer.json"))
+        kind = self.text_path["kind"]
+        fields: dict[str, Any] = {"text_path": {
+            "kind": kind, "files": [f.name for f in files], "bytes": sum(f.stat().st_size for f in files),
+            **{k: self.text_path[k] for k in ("kept_tokens", "prompts", "storage") if k in self.text_path}}}
+        if self.fixed:
+            fields.update(runtime=LookupRunner.runtime, precision=self.text_path["storage"])
+        return fields
+
+    def text_tokenizer(self):
+        from litetext.vocabulary import PRUNED_KIND
+
+        return self.bundle.tokenizer() if self.text_path["kind"] == PRUNED_KIND else None
 
     def probe_job(self, graph: str) -> dict[str, Any]:
         return {"kind": "bundle", "path": str(self.bundle.path.absolute()), "graph": graph, "threads": self.threads}

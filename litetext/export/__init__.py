@@ -22,7 +22,8 @@ import numpy as np
 
 from litetext.errors import LitetextError
 from litetext.export.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, BundleWriter, write_json_atomic
-from litetext.models.graphs import GRAPH_NAMES, build_graph, describe_graphs, get_padding, model_geometry
+from litetext.models.graphs import (END_ID, GRAPH_NAMES, START_ID, build_graph, describe_graphs, get_padding,
+                                    model_geometry)
 from litetext.models.loading import LoadedModel, sha256_of
 
 TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml"}
@@ -59,6 +60,7 @@ def export_bundle(
     target_options: dict[str, Any] | None = None,
     vocabulary: list[str] | None = None,
     vocabulary_precision: str = "fp16",
+    prune_vocabulary: list[str] | None = None,
     force: bool = False,
     progress: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -69,7 +71,8 @@ def export_bundle(
     (default: the built-in tier-A category names) with `calib_method`;
     `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct).
     `vocabulary` (a list of prompts) stores their text features (`vocabulary_precision`: fp16 or int8) instead
-    of a text_encoder graph; see litetext.vocabulary."""
+    of a text_encoder graph; `prune_vocabulary` (a corpus of prompts) keeps only the token-table rows the corpus
+    needs in a student's text encoder, with a tokenizer.json of NEW ids; see litetext.vocabulary."""
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
     from litetext.calibration.parity import instances_agree, passes
     from litetext.runtimes.torch_runner import TorchRunner
@@ -99,6 +102,7 @@ def export_bundle(
         )
     tolerances = {g: replace(specs[g].tolerance[precision], **(gate or {})) for g in graphs}
     prompts = parity_prompts or builtin_prompts()
+    pruning = _pruning(loaded, graphs, vocabulary, prune_vocabulary, prompts, ctx, padding, progress)
     images = read_images(parity_images) if parity_images else builtin_images()
     progress(f"weights: {loaded.weights_label}")
 
@@ -108,15 +112,18 @@ def export_bundle(
     with writer as tmp:
         for name in graphs:
             spec = specs[name]
-            graph = build_graph(name, loaded, ctx, padding)
-            reference = TorchRunner(graph, spec)
-            batches = feeds.for_graph(name)
+            pruned = pruning if name == "text_encoder" else None
+            graph = build_graph(name, loaded, ctx, padding, pruned.vocabulary.kept_ids if pruned else None)
+            # The reference is always the unpruned graph: a pruned one is checked against it.
+            reference = TorchRunner(build_graph(name, loaded, ctx, padding) if pruned else graph, spec)
+            batches = pruned.batches() if pruned else feeds.for_graph(name)
             path = tmp / f"{name}{module.FILE_SUFFIX}"
             progress(f"{name}: exporting to {target} {precision}")
             t0 = time.perf_counter()
             calibration = None
             if precision == "int8" or precision in getattr(module, "CALIBRATED_PRECISIONS", ()):
-                calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method)
+                calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method,
+                                                pruned.tokenizer if pruned else None)
                 if name == "heads":
                     calibration.feeds = _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images)
                     # The heads' gate is looser than the text encoder's: search only as far as it asks.
@@ -133,7 +140,7 @@ def export_bundle(
                 runner = module.simulated_runner(graph, spec, precision, calibration)
             else:
                 runner = module.open_runner(path, spec, precision)
-            parity = feeds.measure(name, reference, runner, batches)
+            parity = pruned.measure(reference, runner) if pruned else feeds.measure(name, reference, runner, batches)
             runner.close()
             failed = [o for o, fig in parity["outputs"].items() if not passes(fig, tolerances[name])]
             if "instances" in parity and not instances_agree(parity["instances"]):
@@ -148,6 +155,10 @@ def export_bundle(
             if hasattr(module, "write_metadata"):  # parity into the artifact too, before it is hashed
                 module.write_metadata(path, {"parity": parity["outputs"], "parity_runtime": module.parity_runtime()})
             files = module.files_of(path)
+            if pruned:  # coverage and the uncovered prompts' figures go to text_path
+                parity = {"reference": "torch eager fp32, same weights, unpruned, on CLIP's ids",
+                          "prompts": "the covered parity prompts (every token kept); the others: text_path",
+                          "outputs": parity["outputs"]}
             manifest_graphs[name] = {
                 "file": path.name,
                 **spec.to_json(),
@@ -168,8 +179,18 @@ def export_bundle(
 
             progress(f"fixed vocabulary: {len(vocabulary)} prompts, {vocabulary_precision}")
             text_path = write_fixed_vocabulary(loaded, tmp, vocabulary, ctx, padding, vocabulary_precision)
-        write_tokenizer_json(tmp / TOKENIZER, context_length=ctx, pad_id=padding.pad_id)
+        if pruning is not None:
+            from litetext.vocabulary import write_pruned_text_path
+
+            text_path = write_pruned_text_path(tmp, pruning.vocabulary, prune_vocabulary, loaded, ctx, padding,
+                                               pruning.figures, manifest_graphs["text_encoder"]["bytes"])
+        else:
+            write_tokenizer_json(tmp / TOKENIZER, context_length=ctx, pad_id=padding.pad_id)
         manifest = _manifest(loaded, target, precision, ctx, padding, manifest_graphs, prompts, images, module)
+        if pruning is not None:  # apps read the special ids here: the pruned tokenizer's
+            new = lambda old: int(pruning.vocabulary.old_to_new[old])  # noqa: E731
+            manifest["tokenizer"].update(pad_id=new(padding.pad_id), start_id=new(START_ID), end_id=new(END_ID),
+                                         vocabulary_size=len(pruning.vocabulary), ids="pruned: see text_path")
         if text_path is not None:
             manifest["text_path"] = text_path
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
@@ -178,17 +199,52 @@ def export_bundle(
     return manifest
 
 
-def _int8_calibration(ctx, padding, calib_prompts, calib_set, method):
-    """Calibration feeds from a saved set, or from prompts drawn evenly across token lengths (seed 0)."""
+def _int8_calibration(ctx, padding, calib_prompts, calib_set, method, tokenizer=None):
+    """Calibration feeds from a saved set, or from prompts drawn evenly across token lengths (seed 0). A pruned
+    text encoder takes other ids: `tokenizer` (its PrunedTokenizer) tokenizes the set's prompts again."""
+    import warnings
+
     from litetext.calibration.data import builtin_calibration_prompts
     from litetext.calibration.int8 import Int8Calibration
-    from litetext.calibration.sets import build_calibration_set, check_fits
+    from litetext.calibration.sets import BATCH, build_calibration_set, check_fits
 
     if calib_set is None:
         calib_set = build_calibration_set(calib_prompts or builtin_calibration_prompts(), ctx, padding.pad_id)
     check_fits(calib_set, ctx, padding.pad_id)
-    return Int8Calibration(calib_set.text_feeds(), method, prompts=len(calib_set.prompts),
-                           report={"calibration_set": calib_set.summary()})
+    feeds, report = calib_set.text_feeds(), {"calibration_set": calib_set.summary()}
+    if tokenizer is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # long calibration prompts are cut on purpose: they fill the context
+            tokens = tokenizer(calib_set.prompts, ctx, padding.pad_id)
+        feeds = [{"input_ids": tokens.input_ids[i : i + BATCH], "attention_mask": tokens.attention_mask[i : i + BATCH]}
+                 for i in range(0, len(tokens.input_ids), BATCH)]
+        report["token_ids"] = "the set's prompts tokenized with the pruned tokenizer.json (NEW ids)"
+    return Int8Calibration(feeds, method, prompts=len(calib_set.prompts), report=report)
+
+
+def _pruning(loaded, graphs, vocabulary, corpus, prompts, ctx, padding, progress):
+    """The pruned vocabulary of `corpus` and the parity prompts tokenized for it (litetext.vocabulary.PrunedParity),
+    or None without a corpus. Fails, before any export, where pruning does not apply."""
+    from litetext.models.presets import STUDENT
+    from litetext.tokenizer import VOCAB_SIZE
+    from litetext.vocabulary import PrunedParity, prune_vocabulary
+
+    if corpus is None:
+        return None
+    if vocabulary is not None:
+        raise LitetextError("--prune-vocabulary prunes the text encoder's token table, and --vocabulary replaces the "
+                            "text encoder by stored features: choose one")
+    if "text_encoder" not in graphs:
+        raise LitetextError("--prune-vocabulary prunes the text_encoder graph; add text_encoder to --graphs")
+    if loaded.family != STUDENT:
+        raise LitetextError(f"--prune-vocabulary applies to the LiteText students' text encoders, not {loaded.preset} "
+                            "(the teacher's CLIP text encoder); export a litetext-s0, -s1 or -l model")
+    if not corpus:
+        raise LitetextError("--prune-vocabulary needs a corpus of prompts; none were given")
+    pruning = PrunedParity(prune_vocabulary(corpus), prompts, ctx, padding)
+    progress(f"pruned vocabulary: {len(pruning.vocabulary)} of {VOCAB_SIZE} tokens kept for {len(corpus)} corpus "
+             f"prompts; {int(pruning.covered.sum())} of {len(prompts)} parity prompts covered")
+    return pruning
 
 
 def _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images):

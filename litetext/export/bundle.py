@@ -148,6 +148,13 @@ class Bundle:
                                   self.manifest["precision"])
 
     def tokenizer(self):
+        """What gives this bundle's text encoder its ids, called as ClipTokenizer is (prompts, context length,
+        the padding's pad id): ClipTokenizer, or for a pruned text encoder the bundle's own tokenizer.json
+        (NEW ids, litetext.vocabulary.PrunedTokenizer)."""
         from litetext.tokenizer import ClipTokenizer
+        from litetext.vocabulary import PRUNED_KIND, PrunedTokenizer, text_path_of
 
+        text_path = text_path_of(self.manifest)
+        if text_path["kind"] == PRUNED_KIND:
+            return PrunedTokenizer.load(self.path, text_path)
         return ClipTokenizer()

@@ -429,7 +429,8 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, example: dict, path: 
     subnormal = fp16_subnormal_constants(model._mil_program) if fp16 else []
     compressed: list[str] = []
     if precision in ("w8", "w4", "w8a8"):
-        model, compressed = _compress(ct, model, precision, module, keep_8bit)
+        model, compressed = _compress(ct, model, precision, module, keep_8bit,
+                                      deployment_target=deployment_target, compute_units=compute_units)
     _describe(model, spec, precision, deployment_target, compute_units, sizes, guard, subnormal, compressed, scales,
               metadata, keep_8bit)
     model.save(str(path))
@@ -487,7 +488,8 @@ def weight_roles(program) -> dict[str, tuple[int, int]]:
     return roles
 
 
-def _compress(ct, model, precision: str, module: torch.nn.Module | None = None, keep_8bit=()):
+def _compress(ct, model, precision: str, module: torch.nn.Module | None = None, keep_8bit=(), *,
+              deployment_target: str = DEFAULT_DEPLOYMENT_TARGET, compute_units: str = DEFAULT_COMPUTE_UNITS):
     import coremltools.optimize.coreml as cto
 
     eight = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
@@ -500,9 +502,16 @@ def _compress(ct, model, precision: str, module: torch.nn.Module | None = None, 
         layers = match_weights(model._mil_program, module) if keep_8bit else {}
         configs = {n: eight if layer_group(layers.get(n, "")) in keep_8bit else four for n in names}
     optimization = cto.OptimizationConfig(global_config=None, op_name_configs=configs)
+    # The compression pass alone on the converted program: cto.linear_quantize_weights would run coremltools'
+    # whole default pipeline again, folding what FOLD_LIMITS kept as operations back into constants.
+    pipeline = ct.PassPipeline.EMPTY
+    pipeline.append_pass("compression::linear_quantize_weights")
+    pipeline.set_options("compression::linear_quantize_weights", {"config": optimization})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        compressed = cto.linear_quantize_weights(model, config=optimization)
+        compressed = ct.convert(model._mil_program, convert_to="mlprogram", pass_pipeline=pipeline,
+                                minimum_deployment_target=_target(ct, deployment_target),
+                                compute_units=getattr(ct.ComputeUnit, compute_units), skip_model_load=True)
     return compressed, names
 
 
