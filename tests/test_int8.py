@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 
-from litetext.calibration.data import builtin_calibration_prompts, sample_by_length
+from litetext.calibration.data import builtin_asset, builtin_calibration_prompts, sample_by_length
 from litetext.calibration.int8 import METHODS, Int8Calibration, layer_group, quantize_int8
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
@@ -134,3 +134,18 @@ def test_int8_heads_calibrated_on_real_images(tmp_path, tiny_s0):
     instances = graph["parity"]["instances"]
     # Random tiny weights score every query near sigmoid(0) ** 2 = 0.25: nothing passes 0.5 on either side.
     assert instances["reference_instances"] == instances["candidate_instances"] == 0
+
+
+def test_int8_vision_encoder_calibrated_on_real_images(tmp_path, tiny_s0):
+    images = [builtin_asset("chelsea.png")]
+    manifest = export_bundle(tiny_s0, tmp_path / "v", graphs=["vision_encoder"], precision="int8",
+                             calib_images=[builtin_asset("rocket.jpg")], parity_images=images)
+    graph = manifest["graphs"]["vision_encoder"]
+    assert graph["calibration"]["calibration_images"] == ["rocket.jpg"]  # measured on another photo
+    model = onnx.load(tmp_path / "v" / "vision_encoder.onnx")
+    assert sum(n.op_type == "DequantizeLinear" for n in model.graph.node) > 20
+    fp32 = export_bundle(tiny_s0, tmp_path / "f", graphs=["vision_encoder"], parity_images=images)
+    # int8 weights (at this tiny size scales, zero points and fp32 biases still weigh 0.6x of fp32)
+    assert graph["bytes"] < 0.7 * fp32["graphs"]["vision_encoder"]["bytes"]
+    for name in ("fpn_0", "fpn_1", "fpn_2"):
+        assert graph["parity"]["outputs"][name]["cosine_mean"] >= 0.98, name

@@ -59,18 +59,18 @@ def layer_group(node_name: str) -> str:
     return "/".join(parts[:2])
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration) -> dict:
-    """Write an INT8 QDQ model of `fp32_path` to `out_path`; returns what was done (goes to the manifest)."""
+def calibrate_ranges(fp32_path: Path, feeds: list[dict[str, np.ndarray]], method: str, op_types=None):
+    """Ranges (ONNX Runtime TensorsData) of the inputs and outputs of the `op_types` nodes of `fp32_path` (None:
+    of every float tensor) over `feeds`, with `method` (a key of METHODS)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
-    if calibration.method not in METHODS:
-        raise LitetextError(f"unknown calibration method {calibration.method!r}; choose one of: {', '.join(METHODS)}")
-    if not calibration.feeds:
+    if method not in METHODS:
+        raise LitetextError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
+    if not feeds:
         raise LitetextError("INT8 needs calibration prompts; none were given")
-    method_name, options = METHODS[calibration.method]
-
+    method_name, options = METHODS[method]
     inputs = [i.name for i in onnx.load(str(fp32_path), load_external_data=False).graph.input]
 
     class OneBatch(CalibrationDataReader):
@@ -81,18 +81,26 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
             return next(self.items, None)
 
     with tempfile.TemporaryDirectory() as scratch:
-        # Only the tensors the quantizer uses (inputs and outputs of QUANTIZED_OPS), as quantize_static does.
         calibrator = create_calibrator(
-            fp32_path, QUANTIZED_OPS, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+            fp32_path, op_types, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, method_name), extra_options=options,
         )
         calibrator.infer_session = _priority_ordered_session(calibrator)
         # One batch at a time: each call folds that batch into the running ranges (histograms) and frees its
         # intermediate tensors, gigabytes per batch for the heads at 1008 px. (ONNX Runtime's own
         # max_intermediate_outputs drops batches without folding them in, in 1.32.)
-        for feed in calibration.feeds:
+        for feed in feeds:
             calibrator.collect_data(OneBatch(feed))
-        ranges = calibrator.compute_data()
+        return calibrator.compute_data()
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration) -> dict:
+    """Write an INT8 QDQ model of `fp32_path` to `out_path`; returns what was done (goes to the manifest)."""
+    import onnx
+
+    # Only the tensors the quantizer uses (inputs and outputs of QUANTIZED_OPS), as quantize_static does.
+    ranges = calibrate_ranges(fp32_path, calibration.feeds, calibration.method, QUANTIZED_OPS)
+    options = METHODS[calibration.method][1]
     model = onnx.load(str(fp32_path))
     groups = sorted({layer_group(n.name) for n in model.graph.node if n.op_type in QUANTIZED_OPS})
 
@@ -134,9 +142,9 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
 
 def _priority_ordered_session(calibrator):
     """The calibrator's session, run in ONNX Runtime's priority-based node order. In the default order the
-    MinMax calibrator's ReduceMin/ReduceMax nodes run late, so every tensor they read stays alive: 14.4 GiB for
-    one batch-1 pass of the full-size heads against 1.2 GiB in priority order (full-size S0 heads at 1008 px,
-    ORT 1.32)."""
+    MinMax calibrator's ReduceMin/ReduceMax nodes run late, so every tensor they read stays alive: 14.6 GiB peak
+    for one batch-1 pass of the full-size S0 heads against 1.4 GiB in priority order (ORT 1.32,
+    benchmarks/calibration_memory.py)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

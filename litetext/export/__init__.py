@@ -124,9 +124,9 @@ def export_bundle(
             if precision == "int8" or precision in getattr(module, "CALIBRATED_PRECISIONS", ()):
                 calibration = _int8_calibration(ctx, padding, calib_prompts, calib_set, calib_method,
                                                 pruned.tokenizer if pruned else None)
-                if name == "heads":
-                    calibration.feeds = _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images)
-                    # The heads' gate is looser than the text encoder's: search only as far as it asks.
+                if name != "text_encoder":
+                    calibration.feeds = _image_calibration_feeds(name, loaded, ctx, padding, calibration, calib_images)
+                    # These gates are looser than the text encoder's: search only as far as they ask.
                     calibration.target_cosine_mean = tolerances[name].min_cosine_mean
                     calibration.target_cosine_worst_1pct = tolerances[name].min_cosine_worst_1pct
             options = dict(target_options or {})
@@ -247,10 +247,11 @@ def _pruning(loaded, graphs, vocabulary, corpus, prompts, ctx, padding, progress
     return pruning
 
 
-def _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images):
-    """Heads calibration: real images through the PyTorch vision encoder, each with two calibration prompts
-    through the PyTorch text encoder (the calibration set's images, else `calib_images`, else the built-in
-    photos)."""
+def _image_calibration_feeds(name, loaded, ctx, padding, calibration, calib_images):
+    """Calibration feeds from real images (the calibration set's, else `calib_images`, else the built-in photos),
+    one per batch: the calibrator holds a batch's tensors, gigabytes at 1008 px. The vision encoder takes the
+    images; the heads take them through the PyTorch vision encoder, each with two calibration prompts through
+    the PyTorch text encoder."""
     from litetext.calibration.data import builtin_images, read_images
 
     recorded = [i["path"] for i in calibration.report.get("calibration_set", {}).get("images", [])]
@@ -259,8 +260,8 @@ def _heads_calibration_feeds(loaded, ctx, padding, calibration, calib_images):
     mask = np.concatenate([f["attention_mask"] for f in calibration.feeds])
     feeds = GraphFeeds(loaded, ctx, padding, [], images, need_images=True, tokens=(ids, mask))
     calibration.report["calibration_images"] = [Path(p).name for p in images]
-    # Batch 1: the calibrator holds every intermediate tensor of a batch, gigabytes for the heads at 1008 px.
-    return [{k: v[i : i + 1] for k, v in batch.items()} for batch in feeds.for_graph("heads") for i in range(2)]
+    return [{k: v[i : i + 1] for k, v in batch.items()} for batch in feeds.for_graph(name)
+            for i in range(len(next(iter(batch.values()))))]
 
 
 def _default_context(loaded: LoadedModel) -> int:

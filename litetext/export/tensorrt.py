@@ -224,42 +224,15 @@ def _to_opset(model, opset: int):
         raise LitetextError(f"cannot convert the graph from opset {current} to {opset}: {str(e).splitlines()[0]}") from None
 
 
-def calibrate_ranges(fp32_path: Path, feeds, method: str):
-    """Per-tensor ranges of every float tensor of `fp32_path` over `feeds`, with ONNX Runtime's calibrators."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod
-    from onnxruntime.quantization.calibrate import create_calibrator
-
-    from litetext.calibration.int8 import METHODS
-
-    if method not in METHODS:
-        raise LitetextError(f"unknown calibration method {method!r}; choose one of: {', '.join(METHODS)}")
-    if not feeds:
-        raise LitetextError("INT8 needs calibration prompts; none were given")
-    name, options = METHODS[method]
-    inputs = _input_names(fp32_path)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{k: f[k] for k in inputs} for f in feeds])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    with tempfile.TemporaryDirectory() as scratch:
-        calibrator = create_calibrator(Path(fp32_path), None, augmented_model_path=str(Path(scratch) / "aug.onnx"),
-                                       calibrate_method=getattr(CalibrationMethod, name), extra_options=options)
-        calibrator.collect_data(Reader())
-        return calibrator.compute_data()
-
-
 def quantize_for_tensorrt(fp32_path: Path, spec: GraphSpec, calibration):
     """Calibrate, quantize to TensorRT's Q/DQ flavour, convert to fp16; if the calibration prompts miss the target,
     keep the most sensitive layers unquantized (measured on the calibration prompts only). Returns the ranges, the
     model and a report."""
     import onnx
 
-    from litetext.calibration.int8 import METHODS, layer_group
+    from litetext.calibration.int8 import METHODS, calibrate_ranges, layer_group
 
+    # Every float tensor: the calibration cache for implicit INT8 (TensorRT <= 10) needs them all.
     ranges = calibrate_ranges(fp32_path, calibration.feeds, calibration.method)
     fp32 = onnx.load(str(fp32_path))
     quantizable = [n for n in fp32.graph.node if n.op_type in QUANTIZED_OPS]
