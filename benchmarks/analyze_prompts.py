@@ -18,15 +18,15 @@ from pathlib import Path
 
 from litetext.analysis import analyze
 from litetext.analysis.report import write_report
-from litetext.models.loading import load_model
+
+from benchmark_args import load_benchmark_model, model_arguments
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calib", nargs="+", default=["../shared/data/prompts/calib"])
     parser.add_argument("--eval", nargs="+", default=["../shared/data/prompts/eval"])
-    parser.add_argument("--model", default="litetext-s0")
-    parser.add_argument("--checkpoint")
+    model_arguments(parser)
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--out", default="benchmarks/results/analysis")
     args = parser.parse_args()
@@ -34,8 +34,7 @@ def main() -> None:
     out = Path(args.out)
     log = lambda m: print(f"[{time.perf_counter() - start:6.1f}s] {m}", flush=True)  # noqa: E731
     start = time.perf_counter()
-    loaded = (load_model(args.model, checkpoint=args.checkpoint) if args.checkpoint
-              else load_model(args.model, random_init=True, seed=0))
+    loaded = load_benchmark_model(args)
     result = analyze(args.calib, holdout=args.eval, loaded=loaded, sample=args.sample, seed=0, progress=log)
     result["command"] = "python benchmarks/analyze_prompts.py " + " ".join(
         f"--{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items() if v is not None)

@@ -25,9 +25,10 @@ from litetext.calibration.int8 import Int8Calibration
 from litetext.export import coreml, tool_versions
 from litetext.export.bundle import write_json_atomic
 from litetext.models.graphs import build_graph, describe_graphs, get_padding
-from litetext.models.loading import load_model
 from litetext.runtimes.torch_runner import TorchRunner
 from litetext.tokenizer import ClipTokenizer
+
+from benchmark_args import load_benchmark_model, prompt_arguments
 
 # (precision, deployment target, calibrated): w4 without calibration is 4 bits everywhere; with it, the layer
 # groups 4 bits harm most on the calibration prompts stay at 8 bits
@@ -42,18 +43,13 @@ def batches_of(tokens, size):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calib", nargs="+", required=True)
-    parser.add_argument("--eval", nargs="+", required=True)
-    parser.add_argument("--model", default="litetext-s0")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--eval-count", type=int, default=1000)
+    prompt_arguments(parser)
     parser.add_argument("--text-padding", default="upstream")
     parser.add_argument("--work", default="benchmarks/work/coreml")
     parser.add_argument("--json", default="benchmarks/results/coreml_sizes.json")
     args = parser.parse_args()
 
-    loaded = (load_model(args.model, checkpoint=args.checkpoint) if args.checkpoint
-              else load_model(args.model, random_init=True, seed=0))
+    loaded = load_benchmark_model(args)
     padding = get_padding(args.text_padding)
     ctx = int(loaded.model.config.text_config.max_position_embeddings)
     spec = describe_graphs(loaded, ctx, padding)["text_encoder"]

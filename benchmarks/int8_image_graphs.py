@@ -33,7 +33,8 @@ from litetext.benchmarks.agreement import box_iou
 from litetext.calibration.data import builtin_prompts, load_rgb, preprocess_image, read_prompts
 from litetext.export import export_bundle, tool_versions
 from litetext.export.bundle import write_json_atomic
-from litetext.models.loading import load_model
+
+from benchmark_args import load_benchmark_model, model_arguments
 
 
 def top_query_agreement(loaded, bundle_path: Path, graph: str, images: list[str], prompts: list[str],
@@ -97,14 +98,12 @@ def main() -> None:
     parser.add_argument("--calib-prompts", nargs="+", required=True)
     parser.add_argument("--calib-images", nargs="+", required=True)
     parser.add_argument("--images", nargs="+", required=True, help="images to measure on (not calibrated on)")
-    parser.add_argument("--model", default="litetext-s0")
-    parser.add_argument("--checkpoint")
+    model_arguments(parser)
     parser.add_argument("--work", default="benchmarks/work")
     parser.add_argument("--json", help="default: benchmarks/results/int8_GRAPH.json")
     args = parser.parse_args()
 
-    loaded = (load_model(args.model, checkpoint=args.checkpoint) if args.checkpoint
-              else load_model(args.model, random_init=True, seed=0))
+    loaded = load_benchmark_model(args)
     out = Path(args.work) / f"int8-{args.graph}"
     manifest = export_bundle(
         loaded, out, graphs=[args.graph], precision="int8",

@@ -19,22 +19,18 @@ from litetext.calibration.int8 import METHODS
 from litetext.errors import LitetextError
 from litetext.export import export_bundle, tool_versions
 from litetext.export.bundle import write_json_atomic
-from litetext.models.loading import load_model
+
+from benchmark_args import load_benchmark_model, prompt_arguments
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calib", nargs="+", required=True)
-    parser.add_argument("--eval", nargs="+", required=True)
-    parser.add_argument("--model", default="litetext-s0")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--eval-count", type=int, default=1000)
+    prompt_arguments(parser)
     parser.add_argument("--work", default="benchmarks/work")
     parser.add_argument("--json", default="benchmarks/results/int8_text_encoder.json")
     args = parser.parse_args()
 
-    loaded = (load_model(args.model, checkpoint=args.checkpoint) if args.checkpoint
-              else load_model(args.model, random_init=True, seed=0))
+    loaded = load_benchmark_model(args)
     calib = read_prompts(args.calib)
     held_out = read_prompts(args.eval)
     held_out = seeded_sample(held_out, args.eval_count)

@@ -22,8 +22,9 @@ from pathlib import Path
 from litetext.calibration.data import builtin_asset, read_prompts, seeded_sample
 from litetext.export import export_bundle, tool_versions
 from litetext.export.bundle import write_json_atomic
-from litetext.models.loading import load_model
 from litetext.vocabulary import prune_vocabulary, text_parameters
+
+from benchmark_args import load_benchmark_model, prompt_arguments
 
 MIB = 2**20
 CTX = 16
@@ -31,18 +32,13 @@ CTX = 16
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calib", nargs="+", required=True, help="the corpus to keep, and INT8 calibration")
-    parser.add_argument("--eval", nargs="+", required=True, help="held-out prompts to measure on")
-    parser.add_argument("--model", default="litetext-s0")
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--eval-count", type=int, default=1000)
+    prompt_arguments(parser)
     parser.add_argument("--work", default="benchmarks/work")
     parser.add_argument("--json", default="benchmarks/results/vocabulary.json")
     args = parser.parse_args()
     log = lambda m: print("  ", m, flush=True)  # noqa: E731
     work = Path(args.work)
-    loaded = (load_model(args.model, checkpoint=args.checkpoint) if args.checkpoint
-              else load_model(args.model, random_init=True, seed=0))
+    loaded = load_benchmark_model(args)
     calib = read_prompts(args.calib)
     held_out = seeded_sample(read_prompts(args.eval), args.eval_count)
 
