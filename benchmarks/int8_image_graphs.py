@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from litetext.benchmarks.agreement import box_iou
 from litetext.calibration.data import builtin_prompts, load_rgb, preprocess_image, read_prompts
+from litetext.calibration.parity import box_iou
 from litetext.export import export_bundle, tool_versions
 from litetext.export.bundle import write_json_atomic
 

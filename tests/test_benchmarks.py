@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import tiny_model, tiny_overrides
-from litetext.benchmarks import (BundleTarget, TimingOptions, TorchTarget, instance_agreement, latency_stats,
+from litetext.benchmarks import (BundleTarget, TimingOptions, TorchTarget, latency_stats,
                                  measure_latency, merge_files, probe_memory, run_bench, write_report, write_results)
 from litetext.benchmarks.cli import bench
+from litetext.calibration.parity import instance_agreement
 
 FAST = TimingOptions(warmup=1, min_runs=3, min_seconds=0.0, max_seconds=5.0)
 PROMPTS = ["a cat", "two dogs on a sofa", "red car", "the tall person in the back", "bird"]

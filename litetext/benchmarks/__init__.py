@@ -23,7 +23,6 @@ _EXPORTS = {
     "TorchTarget": "targets",
     "probe_memory": "probe",
     "device_info": "device",
-    "instance_agreement": "agreement",
     "write_results": "results",
     "read_records": "results",
     "merge_files": "results",

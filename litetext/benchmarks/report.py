@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litetext.benchmarks.agreement import summary
 from litetext.benchmarks.device import short_name
 from litetext.errors import LitetextError
 
@@ -65,6 +64,19 @@ def _random_note(records: list[dict[str, Any]]) -> str:
 
 def _fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
+
+
+def summary(parity: dict) -> dict[str, float] | None:
+    """The worst figures over a record's outputs (for tables and plots), or None without parity figures."""
+    outputs = (parity or {}).get("outputs")
+    if not outputs:
+        return None
+    return {
+        "cosine_mean": min(f["cosine_mean"] for f in outputs.values()),
+        "cosine_worst_1pct": min(f["cosine_worst_1pct"] for f in outputs.values()),
+        "cosine_min": min(f["cosine_min"] for f in outputs.values()),
+        "max_abs_error": max(f["max_abs_error"] for f in outputs.values()),
+    }
 
 
 def _text_path_mib(record: dict[str, Any]) -> str:

@@ -153,7 +153,7 @@ def _graph_feeds(target: Target, graph: str, batch: int, feeds, references: Refe
 
 def _parity(graph: str, batch: int, runner, graph_feeds, ref: Target | None, references: References,
             threshold: float) -> dict[str, Any]:
-    from litetext.benchmarks.agreement import instance_agreement, output_parity
+    from litetext.calibration.parity import instance_agreement, output_parity
 
     if ref is None:
         return {"reference": None, "note": "this target is the reference (eager PyTorch fp32)"}
@@ -246,7 +246,7 @@ def failed_records(label: str, runtime: str, precision: str, model: dict[str, An
 
 
 def _line(record: dict[str, Any]) -> str:
-    from litetext.benchmarks.agreement import summary
+    from litetext.benchmarks.report import summary
 
     lat = record["latency_ms"]
     text = (f"{record['target']} {record['graph']} batch {record['batch']}: p50 {lat['p50']:.2f} ms "

@@ -332,7 +332,7 @@ class GraphFeeds:
     def measure(self, name, reference, runner, batches) -> dict[str, dict]:
         """{"outputs": tensor parity per output} and, for the heads, {"instances": what an app would see at
         score 0.5}, the same layout as benchmark records."""
-        from litetext.benchmarks.agreement import instance_agreement, output_parity
+        from litetext.calibration.parity import instance_agreement, output_parity
 
         wants = [reference.infer(feed) for feed in batches]
         gots = [runner.infer(feed) for feed in batches]
