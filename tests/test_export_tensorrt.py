@@ -136,6 +136,22 @@ def test_vision_encoder_fp16(registered, tmp_path, tiny_s0):
     assert all(f["cosine_min"] >= 0.999 for f in figures.get("outputs", figures).values() if isinstance(f, dict) and "cosine_min" in f)
 
 
+def test_vision_encoder_int8_calibrated_on_real_images(registered, tmp_path, tiny_s0):
+    """Symmetric Q/DQ on the vision encoder's Conv and MatMul inputs, calibrated on one photo, measured on another."""
+    from litetext.calibration.data import builtin_asset
+
+    manifest = export_bundle(tiny_s0, tmp_path / "v", target="tensorrt", graphs=["vision_encoder"], precision="int8",
+                             calib_images=[builtin_asset("rocket.jpg")], parity_images=[builtin_asset("chelsea.png")])
+    model = onnx.load(tmp_path / "v" / "vision_encoder.onnx")
+    assert errors_of(check_model(model)) == []
+    quantized = {n.op_type for n in model.graph.node for i in n.input
+                 if any(q.op_type == "DequantizeLinear" and i in q.output for q in model.graph.node)}
+    assert {"Conv", "MatMul"} <= quantized
+    graph = manifest["graphs"]["vision_encoder"]
+    assert graph["calibration"]["calibration_images"] == ["rocket.jpg"]
+    assert all(f["cosine_mean"] >= 0.98 for f in graph["parity"]["outputs"].values())
+
+
 def test_held_out_parity_on_shared_prompts(int8_bundle, shared):
     from litetext.calibration.data import read_prompts
     from litetext.calibration.parity import merge_parity, tensor_parity
