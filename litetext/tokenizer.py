@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import html
 import os
-import tempfile
 import unicodedata
 import warnings
 from collections.abc import Sequence
@@ -282,14 +281,6 @@ def write_tokenizer_json(path: str | os.PathLike, context_length: int, pad_id: i
 
     The file is written to a temporary file and renamed, so readers never see a partial one.
     """
-    text = _tokenizer_json(context_length, pad_id)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make the shipped file private
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from litetext.files import write_bytes_atomic
+
+    write_bytes_atomic(path, _tokenizer_json(context_length, pad_id).encode("utf-8"))

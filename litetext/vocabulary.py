@@ -41,8 +41,6 @@ import difflib
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from litetext.errors import LitetextError
+from litetext.files import write_bytes_atomic
 
 FEATURES_FILE = "text_features.npz"
 PROMPTS_FILE = "vocabulary.txt"
@@ -58,21 +57,6 @@ META_FILE = "vocabulary.json"
 PRUNED_FILE = "pruned_tokens.json"
 STORAGE_PRECISIONS = ("fp16", "int8")
 KIND = "fixed_vocabulary"
-
-
-# Atomic writes -----------------------------------------------------------------------------------------------
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(data: bytes) -> str:
@@ -174,9 +158,9 @@ class FixedVocabulary:
             "sha256": {FEATURES_FILE: _sha256(npz), PROMPTS_FILE: _sha256(txt)},
             **self.info,
         }
-        _write_atomic(folder / FEATURES_FILE, npz)
-        _write_atomic(folder / PROMPTS_FILE, txt)
-        _write_atomic(folder / META_FILE, (json.dumps(entry, indent=2) + "\n").encode("utf-8"))
+        write_bytes_atomic(folder / FEATURES_FILE, npz)
+        write_bytes_atomic(folder / PROMPTS_FILE, txt)
+        write_bytes_atomic(folder / META_FILE, (json.dumps(entry, indent=2) + "\n").encode("utf-8"))
         return entry
 
     @classmethod
@@ -383,14 +367,14 @@ class PrunedVocabulary:
         return json.dumps(data, ensure_ascii=False, indent=2)
 
     def write_tokenizer_json(self, path: str | Path, context_length: int, pad_id: int = 0) -> None:
-        _write_atomic(Path(path), self.tokenizer_json(context_length, pad_id).encode("utf-8"))
+        write_bytes_atomic(Path(path), self.tokenizer_json(context_length, pad_id).encode("utf-8"))
 
     def to_json(self) -> dict[str, Any]:
         return {"kept_ids": self.kept_ids.tolist(), "corpus_tokens": self.corpus_tokens,
                 "rule": "corpus tokens + specials + 512 byte tokens + merge ancestors; merges whose output is kept"}
 
     def save(self, path: str | Path) -> None:
-        _write_atomic(Path(path), json.dumps(self.to_json()).encode("utf-8"))
+        write_bytes_atomic(Path(path), json.dumps(self.to_json()).encode("utf-8"))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "PrunedVocabulary":
@@ -605,8 +589,8 @@ def write_pruned_text_path(folder: str | Path, pruned: PrunedVocabulary, corpus:
     folder = Path(folder)
     tokenizer = pruned.tokenizer_json(context_length, padding.pad_id).encode("utf-8")
     kept = json.dumps(pruned.to_json()).encode("utf-8")
-    _write_atomic(folder / "tokenizer.json", tokenizer)
-    _write_atomic(folder / PRUNED_FILE, kept)
+    write_bytes_atomic(folder / "tokenizer.json", tokenizer)
+    write_bytes_atomic(folder / PRUNED_FILE, kept)
     before, after = text_parameters(loaded), text_parameters(loaded, len(pruned))
     return {
         "kind": PRUNED_KIND,

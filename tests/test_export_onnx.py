@@ -200,3 +200,9 @@ def test_partial_folders_of_killed_exports_are_removed(tmp_path, tiny_s0):
         (folder / "text_encoder.onnx").write_bytes(b"half")
     export_bundle(tiny_s0, tmp_path / "b", graphs=["text_encoder"])
     assert not orphan.exists() and alive.exists()
+
+
+def test_bundle_files_are_readable_by_others(bundle):
+    # Files written through a private temporary file (manifest, tokenizer) get the usual 0644, as the graphs do.
+    for path in bundle.path.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name

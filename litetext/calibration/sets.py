@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from litetext.errors import LitetextError
+from litetext.files import write_atomic
 
 FORMAT = "litetext-calibration-set/1"
 DEFAULT_COUNT = 256
@@ -60,15 +59,8 @@ class CalibrationSet:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, input_ids=self.input_ids, attention_mask=self.attention_mask,
-                         header=np.array(json.dumps(self._header())))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez(f, input_ids=self.input_ids, attention_mask=self.attention_mask,
+                                              header=np.array(json.dumps(self._header()))))
         return path
 
     @classmethod

@@ -37,6 +37,7 @@ from litetext.distill.student import (StudentText, assemble, heads_width, new_st
                                       student_text_config)
 from litetext.distill.targets import Targets, load_or_compute, teacher_identity
 from litetext.errors import LitetextError
+from litetext.files import write_atomic, write_bytes_atomic
 
 RUN_FILE, LOG_FILE, SUMMARY_FILE = "run.json", "log.jsonl", "distill.json"
 CHECKPOINT = Path("train") / "checkpoint.pt"
@@ -131,29 +132,14 @@ def _agree(world: World, ok: bool, message: str) -> None:
 
 # files ------------------------------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`: readers (and a
-    run resumed after a kill) see the old file or the new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
-    _write_atomic(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    _write_atomic(path, lambda f: torch.save(payload, f), "wb")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def read_log(out: str | Path) -> list[dict]:
@@ -164,7 +150,8 @@ def read_log(out: str | Path) -> list[dict]:
 
 
 def _rewrite_log(path: Path, records: list[dict]) -> None:
-    _write_atomic(path, lambda f: f.writelines(json.dumps(r) + "\n" for r in records))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in records).encode("utf-8"))
 
 
 class _Log:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from litetext.errors import LitetextError
+from litetext.files import write_bytes_atomic
 from litetext.models.graphs import GraphSpec, TensorSpec, TextPadding, Tolerance
 
 MANIFEST = "manifest.json"
@@ -24,16 +25,7 @@ FORMAT_VERSION = 1
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
 class BundleWriter:
