@@ -1,8 +1,10 @@
-"""Writing files so that a reader (or a run resumed after a kill) never sees a partial one: into a temporary file
-beside the target, flushed to disk, renamed over it at the end, removed if anything fails on the way."""
+"""Files: written so that a reader (or a run resumed after a kill) never sees a partial one (into a temporary file
+beside the target, flushed to disk, renamed over it at the end, removed if anything fails on the way), and
+hashed for manifests and calibration sets."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -28,3 +30,16 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     write_atomic(path, lambda f: f.write(data))
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from litetext.errors import LitetextError
-from litetext.files import write_atomic
+from litetext.files import sha256_of, write_atomic
 
 FORMAT = "litetext-calibration-set/1"
 DEFAULT_COUNT = 256
@@ -104,13 +104,9 @@ def build_calibration_set(prompts: list[str], context_length: int, pad_id: int, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation of long calibration prompts is intended: they fill the context
         tokens = tokenizer(chosen, context_length=context_length, pad_id=pad_id)
-    image_records = [{"path": str(Path(p).absolute()), "sha256": _sha256(Path(p))} for p in images]
+    image_records = [{"path": str(Path(p).absolute()), "sha256": sha256_of(Path(p))} for p in images]
     return CalibrationSet(chosen, context_length, pad_id, tokens.input_ids, tokens.attention_mask, image_records,
                           seed, len(prompts))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_fits(calibration_set: CalibrationSet, context_length: int, pad_id: int) -> None:

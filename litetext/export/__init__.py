@@ -24,7 +24,8 @@ from litetext.errors import LitetextError
 from litetext.export.bundle import FORMAT_VERSION, MANIFEST, TOKENIZER, BundleWriter, write_json_atomic
 from litetext.models.graphs import (END_ID, GRAPH_NAMES, START_ID, build_graph, describe_graphs, get_padding,
                                     model_geometry)
-from litetext.models.loading import LoadedModel, sha256_of
+from litetext.files import sha256_of
+from litetext.models.loading import LoadedModel
 
 TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml"}
 # Targets the design names that this version cannot make yet: say so instead of pretending.

@@ -6,7 +6,6 @@ partial weights: any missing, unexpected or mis-shaped tensor fails with one lin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from litetext.errors import LitetextError
+from litetext.files import sha256_of
 from litetext.models.presets import STUDENT, TEACHER, Preset, build_config, get_preset
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,6 @@ def _context_length(spec: Preset, context_length: int | None) -> int:
             f"{spec.name} supports context lengths {list(spec.context_lengths)}, not {ctx}"
         )
     return ctx
-
-
-def sha256_of(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode())
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_transformers_folder(path: Path) -> LoadedModel:
