@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from litetext.calibration.data import builtin_prompts, load_rgb, preprocess_image, read_prompts
-from litetext.calibration.parity import box_iou
+from litetext.calibration.parity import box_iou, mask_iou_matrix
+from litetext.predict import query_scores
 from litetext.export import export_bundle, tool_versions
 from litetext.export.bundle import write_json_atomic
 
@@ -70,17 +71,15 @@ def top_query_agreement(loaded, bundle_path: Path, graph: str, images: list[str]
                 got = reference.infer({**int8_levels, **text_feed})
             else:
                 got = candidate.infer({**levels, **text_feed})
-            scores = [1 / (1 + np.exp(-o["pred_logits"][0])) / (1 + np.exp(-o["presence_logits"][0, 0]))
-                      for o in (want, got)]
+            scores = [query_scores(want), query_scores(got)]
             top = np.argsort(-scores[0], kind="stable")[:k]
             best = max(best, float(scores[0][top[0]]))
             overlap.append(len(set(top) & set(np.argsort(-scores[1], kind="stable")[:k])) / k)
             for q in top:
                 score_err.append(abs(scores[0][q] - scores[1][q]))
                 box_ious.append(box_iou(want["pred_boxes"][0, q] * scale, got["pred_boxes"][0, q] * scale))
-                a, b = want["pred_masks"][0, q] > 0, got["pred_masks"][0, q] > 0
-                union = (a | b).sum()
-                mask_ious.append(float((a & b).sum() / union) if union else 1.0)
+                masks = [[o["pred_masks"][0, q] > 0] for o in (want, got)]
+                mask_ious.append(float(mask_iou_matrix(*masks)[0, 0]))
     candidate.close()
     return {
         "k": k, "samples": len(images) * len(prompts), "queries": len(score_err),

@@ -42,10 +42,15 @@ def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return rows[..., c0] * (1 - wc) + rows[..., c1] * wc
 
 
+def query_scores(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Each query's score for one image (batch 1): sigmoid(pred_logits) x sigmoid(presence_logits)."""
+    return sigmoid(outputs["pred_logits"][0]) * sigmoid(outputs["presence_logits"][0, 0])
+
+
 def postprocess(outputs: dict[str, np.ndarray], image_height: int, image_width: int,
                 threshold: float = 0.5, mask_threshold: float = 0.5) -> list[Instance]:
     """Heads outputs for one image (batch 1) -> instances above `threshold`, best first."""
-    scores = sigmoid(outputs["pred_logits"][0]) * sigmoid(outputs["presence_logits"][0, 0])
+    scores = query_scores(outputs)
     keep = np.flatnonzero(scores > threshold)
     keep = keep[np.argsort(-scores[keep], kind="stable")]
     scale = np.array([image_width, image_height, image_width, image_height], dtype=np.float32)

@@ -505,7 +505,7 @@ def pruned_figures(want: np.ndarray, got: np.ndarray, full_mask: np.ndarray, new
     pruned one on the pruned tokenizer's ids. Covered prompts: per-token figures ("outputs", gated like any
     export). The others split into other tokens, so positions do not correspond: the cosine of the mean
     over valid tokens, and how many more tokens they take ("uncovered", reported, not gated)."""
-    from litetext.calibration.parity import tensor_parity
+    from litetext.calibration.parity import cosine_rows, tensor_parity
 
     covered = np.asarray(covered, dtype=bool)
     outputs = {}
@@ -518,7 +518,7 @@ def pruned_figures(want: np.ndarray, got: np.ndarray, full_mask: np.ndarray, new
 
     rest = ~covered
     a, b = pooled(want[rest], full_mask[rest]), pooled(got[rest], new_mask[rest])
-    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-300)
+    cos = cosine_rows(a, b)
     extra = new_mask[rest].sum(1) - full_mask[rest].sum(1)
     uncovered = {
         "prompts": int(rest.sum()),

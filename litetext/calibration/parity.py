@@ -13,7 +13,8 @@ import numpy as np
 from litetext.models.graphs import Tolerance
 
 
-def _cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of each row of `a` with the same row of `b` (last axis), in float64."""
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     num = (a * b).sum(-1)
@@ -36,7 +37,7 @@ def tensor_parity(reference: np.ndarray, candidate: np.ndarray, valid: np.ndarra
             rows_ref, rows_got = rows_ref[keep], rows_got[keep]
     else:
         rows_ref, rows_got = ref.reshape(ref.shape[0], -1), got.reshape(got.shape[0], -1)
-    cos = _cosine_rows(rows_ref, rows_got)
+    cos = cosine_rows(rows_ref, rows_got)
     return {
         "max_abs_error": float(np.abs(rows_ref - rows_got).max()) if rows_ref.size else 0.0,
         "max_abs_reference": float(np.abs(rows_ref).max()) if rows_ref.size else 0.0,
