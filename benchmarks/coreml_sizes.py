@@ -36,11 +36,6 @@ ROWS = [("fp32", "iOS17", False), ("fp16", "iOS17", False), ("w8", "iOS17", Fals
         ("w4", "iOS18", False), ("w4", "iOS18", True), ("w8a8", "iOS17", True)]
 
 
-def batches_of(tokens, size):
-    return [{"input_ids": tokens.input_ids[i : i + size], "attention_mask": tokens.attention_mask[i : i + size]}
-            for i in range(0, len(tokens.input_ids), size)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     prompt_arguments(parser)
@@ -59,10 +54,10 @@ def main() -> None:
     held_out = read_prompts(args.eval)
     held_out = seeded_sample(held_out, args.eval_count)
     feeds = [{k: v for k, v in b.items() if k in spec.input_names}
-             for b in batches_of(tokenizer(held_out, context_length=ctx, pad_id=padding.pad_id), 50)]
+             for b in tokenizer(held_out, context_length=ctx, pad_id=padding.pad_id).feeds(50)]
     calib = read_prompts(args.calib)
     chosen = sample_by_length(calib, [min(len(tokenizer.encode(p)) + 2, ctx) for p in calib], 256, seed=0)
-    calibration_feeds = batches_of(tokenizer(chosen, context_length=ctx, pad_id=padding.pad_id), 16)
+    calibration_feeds = tokenizer(chosen, context_length=ctx, pad_id=padding.pad_id).feeds(16)
     example = {k: v[:2] for k, v in feeds[0].items()}
     reference = TorchRunner(graph, spec)
     work = Path(args.work)

@@ -93,6 +93,15 @@ class TokenizedBatch:
     def num_truncated(self) -> int:
         return int(self.truncated.sum())
 
+    def feeds(self, size: int) -> list[dict[str, np.ndarray]]:
+        return text_feeds(self.input_ids, self.attention_mask, size)
+
+
+def text_feeds(input_ids: np.ndarray, attention_mask: np.ndarray, size: int) -> list[dict[str, np.ndarray]]:
+    """A text encoder's feeds: `size` prompts each (the last may have fewer), in order."""
+    return [{"input_ids": input_ids[i : i + size], "attention_mask": attention_mask[i : i + size]}
+            for i in range(0, len(input_ids), size)]
+
 
 class ClipTokenizer:
     """CLIP BPE tokenizer; ids equal open_clip's ``SimpleTokenizer`` (``clean='lower'``)."""

@@ -551,18 +551,13 @@ class PrunedParity:
                 "corpus's words (held-out prompts of the same kind), or prune with a larger corpus"
             )
 
-    @staticmethod
-    def _batches(tokens, size: int) -> list[dict[str, np.ndarray]]:
-        return [{"input_ids": tokens.input_ids[i : i + size], "attention_mask": tokens.attention_mask[i : i + size]}
-                for i in range(0, len(tokens.input_ids), size)]
-
     def batches(self) -> list[dict[str, np.ndarray]]:
         """The artifact's feeds (NEW ids)."""
-        return self._batches(self.new, self.BATCH)
+        return self.new.feeds(self.BATCH)
 
     def measure(self, reference, runner) -> dict[str, Any]:
         """pruned_figures of `runner` (the artifact, fed NEW ids) against `reference` (the unpruned graph)."""
-        want = np.concatenate([reference.infer(f)["text_features"] for f in self._batches(self.full, self.BATCH)])
+        want = np.concatenate([reference.infer(f)["text_features"] for f in self.full.feeds(self.BATCH)])
         got = np.concatenate([runner.infer(f)["text_features"] for f in self.batches()])
         self.figures = pruned_figures(want, got, self.full.attention_mask, self.new.attention_mask, self.covered)
         return self.figures

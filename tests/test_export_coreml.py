@@ -38,9 +38,7 @@ def small_s0():
 
 
 def text_batches(prompts, padding, size=8):
-    tokens = ClipTokenizer()(prompts, context_length=CTX, pad_id=padding.pad_id)
-    return [{"input_ids": tokens.input_ids[i : i + size], "attention_mask": tokens.attention_mask[i : i + size]}
-            for i in range(0, len(prompts), size)]
+    return ClipTokenizer()(prompts, context_length=CTX, pad_id=padding.pad_id).feeds(size)
 
 
 def feed_for(spec, batch):

@@ -42,10 +42,9 @@ class CalibrationSet:
         return digest.hexdigest()
 
     def text_feeds(self, batch: int = BATCH) -> list[dict[str, np.ndarray]]:
-        return [
-            {"input_ids": self.input_ids[i : i + batch], "attention_mask": self.attention_mask[i : i + batch]}
-            for i in range(0, len(self.prompts), batch)
-        ]
+        from litetext.tokenizer import text_feeds
+
+        return text_feeds(self.input_ids, self.attention_mask, batch)
 
     def _header(self, with_hash: bool = True) -> dict:
         header = {

@@ -217,8 +217,7 @@ def _int8_calibration(ctx, padding, calib_prompts, calib_set, method, tokenizer=
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # long calibration prompts are cut on purpose: they fill the context
             tokens = tokenizer(calib_set.prompts, ctx, padding.pad_id)
-        feeds = [{"input_ids": tokens.input_ids[i : i + BATCH], "attention_mask": tokens.attention_mask[i : i + BATCH]}
-                 for i in range(0, len(tokens.input_ids), BATCH)]
+        feeds = tokens.feeds(BATCH)
         report["token_ids"] = "the set's prompts tokenized with the pruned tokenizer.json (NEW ids)"
     return Int8Calibration(feeds, method, prompts=len(calib_set.prompts), report=report)
 
@@ -296,11 +295,9 @@ class GraphFeeds:
         self._references: dict = {}
 
     def text_batches(self) -> list[dict[str, np.ndarray]]:
-        n = len(self.input_ids)
-        return [
-            {"input_ids": self.input_ids[i : i + self.TEXT_BATCH], "attention_mask": self.attention_mask[i : i + self.TEXT_BATCH]}
-            for i in range(0, n, self.TEXT_BATCH)
-        ]
+        from litetext.tokenizer import text_feeds
+
+        return text_feeds(self.input_ids, self.attention_mask, self.TEXT_BATCH)
 
     def for_graph(self, name: str) -> list[dict[str, np.ndarray]]:
         if name == "text_encoder":
