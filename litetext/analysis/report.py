@@ -24,6 +24,14 @@ PAPER = {
 }
 
 
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def _plt():
     try:
         import matplotlib
@@ -58,9 +66,7 @@ def plot_lengths(result: dict, path: Path) -> None:
     ax.set_ylabel("share of prompts")
     ax.set_title(f"Prompt lengths (mean {result['overall']['lengths']['mean']:.2f})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_contexts(result: dict, path: Path) -> None:
@@ -84,9 +90,7 @@ def plot_contexts(result: dict, path: Path) -> None:
     ax.set_ylabel("%")
     ax.set_title("Padding and truncation against context length")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_zipf(result: dict, path: Path) -> None:
@@ -104,9 +108,7 @@ def plot_zipf(result: dict, path: Path) -> None:
     ax.set_ylabel("occurrences")
     ax.set_title(f"Zipf curve: {result['vocabulary']['distinct_tokens']:,} distinct tokens of 49,408")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_pca(geometry: dict, path: Path) -> None:
@@ -121,9 +123,7 @@ def plot_pca(geometry: dict, path: Path) -> None:
     ax.set_ylabel("cumulative variance (%)")
     label = "RANDOM weights" if geometry["random_weights"] else "trained weights"
     ax.set_title(f"PCA of pooled text embeddings ({geometry['preset'] or geometry['family']}, {label})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _pct(x: float) -> str:
