@@ -203,6 +203,8 @@ def test_partial_folders_of_killed_exports_are_removed(tmp_path, tiny_s0):
 
 
 def test_bundle_files_are_readable_by_others(bundle):
-    # Files written through a private temporary file (manifest, tokenizer) get the usual 0644, as the graphs do.
+    # Files written through a private temporary file (manifest, tokenizer) get the usual 0644, as the graphs do,
+    # and the folder, made as a private temporary one, 0755.
+    assert bundle.path.stat().st_mode & 0o777 == 0o755
     for path in bundle.path.iterdir():
         assert path.stat().st_mode & 0o777 == 0o644, path.name

@@ -45,6 +45,7 @@ class BundleWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._remove_orphans()
         self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
+        os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
         return self.tmp
 
     def _remove_orphans(self) -> None:
