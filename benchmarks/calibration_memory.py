@@ -61,8 +61,8 @@ def main() -> None:
             else:
                 rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    from litetext.export import tool_versions
-    from litetext.export.bundle import write_json_atomic
+    from litetext.export.manifest import tool_versions
+    from litetext.files import write_json_atomic
 
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(args.json), {"benchmark": "calibration_memory", "graph": args.onnx,

@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from litetext.calibration.data import read_prompts, seeded_sample
-from litetext.export import export_bundle, tool_versions
-from litetext.export.bundle import write_json_atomic
+from litetext.export import export_bundle
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
 from litetext.models.loading import load_model
 
 

@@ -22,8 +22,11 @@ from pathlib import Path
 
 from litetext.calibration.data import read_prompts, sample_by_length, seeded_sample
 from litetext.calibration.int8 import Int8Calibration
-from litetext.export import coreml, tool_versions
-from litetext.export.bundle import write_json_atomic
+from litetext.export import coreml
+from litetext.export.coreml import describe as coreml_describe
+from litetext.export.coreml import simulate as coreml_simulate
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
 from litetext.models.graphs import build_graph, describe_graphs, get_padding
 from litetext.runtimes.torch_runner import TorchRunner
 from litetext.tokenizer import ClipTokenizer
@@ -74,10 +77,10 @@ def main() -> None:
         coreml.export_graph(graph, spec, example, path, precision, calibration, deployment_target=target,
                             metadata={"weights": loaded.weights_label})
         export_s = time.perf_counter() - t0
-        info = coreml.inspect_package(path)
+        info = coreml_describe.inspect_package(path)
         t0 = time.perf_counter()
         runner = coreml.simulated_runner(graph, spec, precision, calibration)
-        parity = coreml.measure_parity(reference, runner, feeds)["text_features"]
+        parity = coreml_simulate.measure_parity(reference, runner, feeds)["text_features"]
         simulate_s = time.perf_counter() - t0
         row = {
             "precision": label, "deployment_target": target, "bytes": info["bytes"],
@@ -90,10 +93,10 @@ def main() -> None:
             row["calibration"] = {k: v for k, v in calibration.report.items() if k != "activation_scales"}
         if precision in ("w8", "w4", "w8a8"):
             keep = calibration.report.get("layers_kept_8bit", ()) if calibration is not None else ()
-            row["weight_agreement"] = coreml.weight_agreement(path, graph, precision, keep)
+            row["weight_agreement"] = coreml_simulate.weight_agreement(path, graph, precision, keep)
         rows.append(row)
-        coreml.write_metadata(path, {"parity": {"text_features": parity}, "parity_kind": "simulated in PyTorch"})
-    headroom = coreml.fp16_headroom(graph, spec, feeds)
+        coreml_describe.write_metadata(path, {"parity": {"text_features": parity}, "parity_kind": "simulated in PyTorch"})
+    headroom = coreml_simulate.fp16_headroom(graph, spec, feeds)
     by = {(r["precision"], r["deployment_target"]): r for r in rows}
     fp32, fp16 = by[("fp32", "iOS17")]["bytes"], by[("fp16", "iOS17")]["bytes"]
     for r in rows:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from litetext.calibration.data import read_prompts, seeded_sample
-from litetext.export import export_bundle, tool_versions
-from litetext.export.bundle import write_json_atomic
+from litetext.export import export_bundle
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
 from litetext.models.loading import load_model
 
 TEXT_MODELS = [("sam3", 32), ("litetext-s0", 16), ("litetext-s1", 16), ("litetext-l", 16)]

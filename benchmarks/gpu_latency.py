@@ -28,7 +28,7 @@ import torch
 from litetext.benchmarks.device import device_info
 from litetext.calibration.data import builtin_images, builtin_prompts, load_rgb, preprocess_image
 from litetext.calibration.parity import tensor_parity
-from litetext.export.bundle import write_json_atomic
+from litetext.files import write_json_atomic
 from litetext.models.graphs import build_graph, get_padding
 from litetext.models.loading import load_model
 from litetext.tokenizer import ClipTokenizer

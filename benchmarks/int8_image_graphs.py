@@ -31,9 +31,10 @@ import numpy as np
 
 from litetext.calibration.data import builtin_prompts, load_rgb, preprocess_image, read_prompts
 from litetext.calibration.parity import box_iou, mask_iou_matrix
-from litetext.predict import query_scores
-from litetext.export import export_bundle, tool_versions
-from litetext.export.bundle import write_json_atomic
+from litetext.postprocess import query_scores
+from litetext.export import export_bundle
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
 
 from benchmark_args import load_benchmark_model, model_arguments
 
@@ -42,7 +43,7 @@ def top_query_agreement(loaded, bundle_path: Path, graph: str, images: list[str]
                         k: int = 10) -> dict:
     """For each image x prompt (batch 1): the k best queries of the fp32 PyTorch pipeline, compared with the
     pipeline where the bundle's INT8 `graph` replaces its PyTorch one, on the same queries."""
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.models.graphs import build_graph, describe_graphs, model_geometry
     from litetext.runtimes.torch_runner import TorchRunner
     from litetext.tokenizer import ClipTokenizer

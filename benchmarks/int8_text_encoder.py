@@ -17,8 +17,9 @@ from pathlib import Path
 from litetext.calibration.data import read_prompts, seeded_sample
 from litetext.calibration.int8 import METHODS
 from litetext.errors import LitetextError
-from litetext.export import export_bundle, tool_versions
-from litetext.export.bundle import write_json_atomic
+from litetext.export import export_bundle
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
 
 from benchmark_args import load_benchmark_model, prompt_arguments
 

@@ -20,9 +20,10 @@ import platform
 from pathlib import Path
 
 from litetext.calibration.data import builtin_asset, read_prompts, seeded_sample
-from litetext.export import export_bundle, tool_versions
-from litetext.export.bundle import write_json_atomic
-from litetext.vocabulary import prune_vocabulary, text_parameters
+from litetext.export import export_bundle
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
+from litetext.vocabulary.build import prune_vocabulary, text_parameters
 
 from benchmark_args import load_benchmark_model, prompt_arguments
 

@@ -13,7 +13,7 @@ from importlib import import_module
 from litetext.errors import LitetextError
 
 _API = {
-    "Bundle": "litetext.export.bundle",
+    "Bundle": "litetext.bundle",
     "Instance": "litetext.predict",
     "LoadedModel": "litetext.models.loading",
     "Predictor": "litetext.predict",

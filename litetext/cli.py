@@ -81,7 +81,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
-    from litetext.export.bundle import BundleWriter
+    from litetext.export.writer import BundleWriter
     from litetext.models.loading import load_model
 
     module = target_module(target)  # an unknown target fails before the model loads
@@ -161,7 +161,7 @@ def calibrate(prompts, images, context_length, text_padding, count, seed, out):
 @friendly_errors
 def predict(bundle, image, prompt, threshold, out):
     """Segment every instance of PROMPT in IMAGE with an exported bundle (ONNX Runtime)."""
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.predict import Predictor, write_prediction
     from litetext.calibration.data import load_rgb
 

@@ -33,7 +33,7 @@ def _versions(values) -> tuple[int, ...]:
 def check(bundle, target, versions, as_json):
     """Check BUNDLE's graphs statically: operators TensorRT's parser lacks and misplaced or malformed Q/DQ
     (zero points, uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
-    from litetext.export.tensorrt_check import check_bundle, errors_of
+    from litetext.export.tensorrt.check import check_bundle, errors_of
 
     if target != "tensorrt":
         raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
@@ -64,16 +64,16 @@ def check(bundle, target, versions, as_json):
 @friendly_errors
 def build_engine(bundle, graphs, tensorrt_version, dla_core, implicit_int8, batch, timing_cache):
     """Build TensorRT engines for BUNDLE's graphs on this machine (<graph>.trt<major>.plan beside each graph)."""
-    from litetext.export import tensorrt as trt_target
-    from litetext.export.bundle import Bundle
+    from litetext.runtimes import tensorrt_engine as trt_engine
+    from litetext.bundle import Bundle
 
-    trt = trt_target.import_tensorrt()  # fails first, with how to install it
+    trt = trt_engine.import_tensorrt()  # fails first, with how to install it
     opened = Bundle.open(bundle)
     if opened.manifest.get("target") not in ("tensorrt", "onnx"):
         raise LitetextError(f"{bundle} is a {opened.manifest.get('target')} bundle, not one TensorRT builds from")
     major = trt.__version__.split(".")[0]
     chosen = split_list(graphs) or opened.graphs
-    profile = tuple(batch) if batch else trt_target.BATCH_PROFILE
+    profile = tuple(batch) if batch else trt_engine.BATCH_PROFILE
     cache = Path(timing_cache) if timing_cache else opened.path / f"timing.trt{major}.cache"
     start = time.perf_counter()
     for name in chosen:
@@ -81,7 +81,7 @@ def build_engine(bundle, graphs, tensorrt_version, dla_core, implicit_int8, batc
         suffix = f"trt{major}" + ("-implicit" if implicit_int8 else "") + (f"-dla{dla_core}" if dla_core is not None else "")
         out = graph_file.with_name(f"{graph_file.stem}.{suffix}.plan")
         click.echo(f"{name}: building {out.name} with TensorRT {trt.__version__}", err=True)
-        built = trt_target.build_engine(
+        built = trt_engine.build_engine(
             graph_file, opened.spec(name), out, batch_profile=profile, dla_core=dla_core, implicit_int8=implicit_int8,
             timing_cache=cache, expect_major=int(tensorrt_version) if tensorrt_version else None,
             log=lambda m: click.echo(f"  {m}", err=True),

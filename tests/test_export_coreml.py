@@ -19,6 +19,13 @@ from litetext.calibration.data import builtin_calibration_prompts, builtin_promp
 from litetext.calibration.int8 import Int8Calibration  # noqa: E402
 from litetext.errors import LitetextError  # noqa: E402
 from litetext.export import coreml  # noqa: E402
+from litetext.export.coreml import compress as coreml_compress  # noqa: E402
+from litetext.export.coreml import convert as coreml_convert  # noqa: E402
+from litetext.export.coreml import describe as coreml_describe  # noqa: E402
+from litetext.export.coreml import options as coreml_options  # noqa: E402
+from litetext.export.coreml import simulate as coreml_simulate  # noqa: E402
+from litetext.runtimes import coreml_runner  # noqa: E402
+from litetext.runtimes.coreml_runner import CoreMLRunner  # noqa: E402
 from litetext.models.graphs import build_graph, describe_graphs, get_padding  # noqa: E402
 from litetext.runtimes.torch_runner import TorchRunner  # noqa: E402
 from litetext.tokenizer import ClipTokenizer  # noqa: E402
@@ -75,7 +82,7 @@ def test_missing_coremltools_is_one_line_error(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_coremltools)
     with pytest.raises(LitetextError) as info:
-        coreml.require_coremltools()
+        coreml_runner.require_coremltools()
     assert str(info.value) == "coremltools is not installed; install it with: pip install 'litetext[coreml]'"
     with pytest.raises(LitetextError, match=r"^coremltools is not installed"):
         coreml.export_graph(torch.nn.Identity(), None, {}, "x.mlpackage", "fp16")
@@ -84,7 +91,7 @@ def test_missing_coremltools_is_one_line_error(monkeypatch):
 def test_target_module_shape():
     assert coreml.FILE_SUFFIX == ".mlpackage"
     assert coreml.PRECISIONS == ("fp32", "fp16", "w8", "w4", "w8a8")
-    for name in ("export_graph", "files_of", "open_runner", "simulated_runner"):
+    for name in ("export_graph", "files_of", "simulated_runner", "can_predict"):
         assert callable(getattr(coreml, name))
 
 
@@ -103,7 +110,7 @@ def test_bad_options_fail_before_any_work(options, message):
 
 def test_packages_declare_inputs_outputs_and_metadata(text_packages):
     for precision, path in text_packages["paths"].items():
-        info = coreml.inspect_package(path)
+        info = coreml_describe.inspect_package(path)
         assert [i["name"] for i in info["inputs"]] == ["input_ids", "attention_mask"]
         assert all(i["dtype"] == "INT32" and i["shape"] == [1, CTX] for i in info["inputs"])
         assert [(o["name"], o["dtype"]) for o in info["outputs"]] == [("text_features", "FLOAT32")]
@@ -123,7 +130,7 @@ def test_packages_declare_inputs_outputs_and_metadata(text_packages):
 
 
 def test_compression_operations_and_sizes(text_packages):
-    infos = {p: coreml.inspect_package(path) for p, path in text_packages["paths"].items()}
+    infos = {p: coreml_describe.inspect_package(path) for p, path in text_packages["paths"].items()}
     ops = {p: info["ops"] for p, info in infos.items()}
     assert not any(k.startswith("constexpr") or k in ("quantize", "dequantize") for k in ops["fp16"])
     assert ops["w8"]["constexpr_affine_dequantize"] == 11  # iOS17: every weight of the graph
@@ -145,18 +152,18 @@ def test_fp16_guard_replaces_the_float32_mask_sentinel(text_packages):
     tokens get 0 * -inf = NaN. The guard replaced it, and no constant of the fp16 program is infinite."""
     assert np.isinf(np.float16(torch.finfo(torch.float32).min))
     for path in text_packages["paths"].values():
-        guard = json.loads(coreml.inspect_package(path)["metadata"]["com.litetext.fp16_guard"])
+        guard = json.loads(coreml_describe.inspect_package(path)["metadata"]["com.litetext.fp16_guard"])
         assert len(guard) == 1 and guard[0]["sentinels"] == 1 and guard[0]["consumers"] == ["mul"]
     program = _program(text_packages["paths"]["fp16"])
     values = [np.asarray(op.outputs[0].val, dtype=np.float32) for op in program.functions["main"].operations
               if op.op_type == "const" and op.outputs[0].val is not None
               and np.issubdtype(np.asarray(op.outputs[0].val).dtype, np.floating)]
     assert values and all(np.isfinite(v).all() for v in values)
-    assert any(np.any(v == -coreml.MASK_MAGNITUDE) for v in values)
+    assert any(np.any(v == -coreml_options.MASK_MAGNITUDE) for v in values)
 
 
 def _program(path):
-    return coreml.load_program(path)
+    return coreml_describe.load_program(path)
 
 
 class _Toy(torch.nn.Module):
@@ -177,13 +184,13 @@ def test_guards_catch_what_plain_coremltools_would_write(tmp_path, monkeypatch):
     spec = GraphSpec("toy", (TensorSpec("x", "float32", ("batch", 64, 1, 4)), TensorSpec("mask", "float32", ("batch", 64, 1, 4))),
                      (TensorSpec("y", "float32", ("batch", 64, 1, 4)),))
     example = {"x": np.ones((2, 64, 1, 4), np.float32), "mask": np.ones((2, 64, 1, 4), np.float32)}
-    guarded = coreml.inspect_package(coreml.export_graph(_Toy(), spec, example, tmp_path / "a.mlpackage", "fp16"))
+    guarded = coreml_describe.inspect_package(coreml.export_graph(_Toy(), spec, example, tmp_path / "a.mlpackage", "fp16"))
     assert json.loads(guarded["metadata"]["com.litetext.fp16_subnormal_constants"]) == []
     assert "mul" in guarded["ops"]  # the layer scale stays a multiplication
     monkeypatch.setattr(coreml, "UNFUSED_PASSES", ())
     monkeypatch.setattr(coreml, "GUARD_PASS", "common::noop_elimination")  # as coremltools alone converts
     plain_path = coreml.export_graph(_Toy(), spec, example, tmp_path / "b.mlpackage", "fp16")
-    folded = json.loads(coreml.inspect_package(plain_path)["metadata"]["com.litetext.fp16_subnormal_constants"])
+    folded = json.loads(coreml_describe.inspect_package(plain_path)["metadata"]["com.litetext.fp16_subnormal_constants"])
     assert len(folded) == 1 and folded[0]["subnormal_fraction"] > 0.9  # 1e-5 x weights: below 6.1e-5
     consts = [np.asarray(op.outputs[0].val, np.float32) for op in _program(plain_path).functions["main"].operations
               if op.op_type == "const" and op.outputs[0].val is not None and np.size(op.outputs[0].val) >= 1
@@ -193,7 +200,7 @@ def test_guards_catch_what_plain_coremltools_would_write(tmp_path, monkeypatch):
 
 def test_simulated_weights_are_the_package_weights_bit_for_bit(text_packages):
     for precision in ("w8", "w4", "w8a8"):
-        agreement = coreml.weight_agreement(text_packages["paths"][precision], text_packages["graph"], precision)
+        agreement = coreml_simulate.weight_agreement(text_packages["paths"][precision], text_packages["graph"], precision)
         assert agreement["package_compressed"] == 11, agreement
         assert agreement["bit_exact"] == 11 and agreement["bit_exact_elements_fraction"] == 1.0, agreement
         assert agreement["folded"] == [] and agreement["unmatched"] == []
@@ -216,10 +223,10 @@ def test_w4_keeps_the_layer_groups_4_bits_harm_most_at_8_bits(tmp_path, small_s0
     assert 0 < len(kept) < len(report["layer_sensitivity"]) == 5  # embedding, 3 layers, projection
     assert kept[0] == max(report["layer_sensitivity"], key=report["layer_sensitivity"].get)
     assert report["calibration_parity"]["cosine_mean"] >= 0.99995
-    assert json.loads(coreml.inspect_package(path)["metadata"]["com.litetext.layers_kept_8bit"]) == kept
-    eight = [int(np.abs(w["integers"]).max()) > 7 for w in coreml.package_weights(path).values()]
+    assert json.loads(coreml_describe.inspect_package(path)["metadata"]["com.litetext.layers_kept_8bit"]) == kept
+    eight = [int(np.abs(w["integers"]).max()) > 7 for w in coreml_describe.package_weights(path).values()]
     assert 0 < sum(eight) < len(eight)  # 8-bit per channel next to 4-bit per block
-    agreement = coreml.weight_agreement(path, graph, "w4", kept)
+    agreement = coreml_simulate.weight_agreement(path, graph, "w4", kept)
     assert agreement["bit_exact"] == agreement["package_compressed"] == 11, agreement
     assert coreml.simulated_runner(graph, spec, "w4", calibration).keep_8bit == kept
 
@@ -230,14 +237,14 @@ def test_quantize_weight_matches_coremltools_numpy_code():
 
     w = torch.randn(96, 64, 3) * torch.logspace(-3, 0, 96)[:, None, None]
     for bits, block in [(8, None), (4, 32)]:
-        values, integers = coreml.quantize_weight(w, bits, 0, 1, block)
+        values, integers = coreml_compress.quantize_weight(w, bits, 0, 1, block)
         blocks = [1, block or 0, 0]
         q, scale, _ = optimize_utils.compute_qparams_by_dtype(w.half().numpy(), types.get_nbits_int_builtin_type(bits, True),
                                                               "LINEAR_SYMMETRIC", blocks)
         assert np.array_equal(integers.numpy(), q.astype(np.int8))
         want = optimize_utils.dequantize_by_scale_and_zp(q, scale, None)
         assert np.array_equal(values.numpy(), want)
-    assert coreml.quantize_weight(torch.randn(8, 40), 4, block=32) is None  # 40 input channels: skipped
+    assert coreml_compress.quantize_weight(torch.randn(8, 40), 4, block=32) is None  # 40 input channels: skipped
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +267,7 @@ def test_simulated_parity_on_held_out_prompts(text_packages, held_out_prompts):
     figures = {}
     for precision in ("fp32", "fp16", "w8", "w4", "w8a8"):
         runner = coreml.simulated_runner(graph, spec, precision, text_packages["calibration"])
-        figures[precision] = coreml.measure_parity(reference, runner, batches)["text_features"]
+        figures[precision] = coreml_simulate.measure_parity(reference, runner, batches)["text_features"]
     assert figures["fp32"]["max_abs_error"] == 0.0
     assert figures["fp16"]["cosine_min"] > 0.99999 and figures["fp16"]["max_abs_error"] < 5e-3
     assert figures["w8"]["cosine_min"] > 0.9999 and figures["w8"]["cosine_mean"] > 0.99995
@@ -280,7 +287,7 @@ def test_w8a8_simulation_uses_the_packages_scales(text_packages):
     scales = calibration.report["activation_scales"]
     assert len(scales) == 15 and all(s > 0 and np.float16(s) == s for s in scales.values())
     assert calibration.report["method"] == "minmax"
-    spec = coreml.load_package_spec(text_packages["paths"]["w8a8"])
+    spec = coreml_describe.load_package_spec(text_packages["paths"]["w8a8"])
     program = _program(text_packages["paths"]["w8a8"])
     stored = sorted({float(op.scale.val) for op in program.functions["main"].operations if op.op_type == "quantize"})
     assert stored == sorted(set(scales.values()))
@@ -293,8 +300,8 @@ def test_write_metadata_adds_parity_in_place(text_packages, tmp_path):
     path = tmp_path / "copy.mlpackage"
     shutil.copytree(text_packages["paths"]["w8"], path)
     weights_before = {f.name: f.read_bytes() for f in coreml.files_of(path) if f.name == "weight.bin"}
-    coreml.write_metadata(path, {"parity": {"text_features": {"cosine_mean": 0.9999}}, "parity_kind": "simulated"})
-    meta = coreml.inspect_package(path)["metadata"]
+    coreml_describe.write_metadata(path, {"parity": {"text_features": {"cosine_mean": 0.9999}}, "parity_kind": "simulated"})
+    meta = coreml_describe.inspect_package(path)["metadata"]
     assert json.loads(meta["com.litetext.parity"]) == {"text_features": {"cosine_mean": 0.9999}}
     assert meta["com.litetext.parity_kind"] == "simulated" and meta["com.litetext.precision"] == "w8"
     assert {f.name: f.read_bytes() for f in coreml.files_of(path) if f.name == "weight.bin"} == weights_before
@@ -327,7 +334,7 @@ def tiny_vision_heads(tmp_path_factory, tiny_s0):
 def test_vision_encoder_and_heads_convert_in_w8(tiny_vision_heads):
     specs = tiny_vision_heads["specs"]
     for name, path in tiny_vision_heads["paths"].items():
-        info = coreml.inspect_package(path)
+        info = coreml_describe.inspect_package(path)
         assert [i["name"] for i in info["inputs"]] == specs[name].input_names
         assert [o["name"] for o in info["outputs"]] == specs[name].output_names
         assert all(o["dtype"] == "FLOAT32" for o in info["outputs"])
@@ -336,7 +343,7 @@ def test_vision_encoder_and_heads_convert_in_w8(tiny_vision_heads):
         assert json.loads(info["metadata"]["com.litetext.batch_sizes"]) == [1]
         assert {"vision_encoder": "rank 6", "heads": "unbind"}[name] in info["metadata"]["com.litetext.batch_fixed_because"]
         assert info["ops"].get("constexpr_blockwise_shift_scale", 0) > 0
-    heads = coreml.inspect_package(tiny_vision_heads["paths"]["heads"])
+    heads = coreml_describe.inspect_package(tiny_vision_heads["paths"]["heads"])
     assert [i["dtype"] for i in heads["inputs"]] == ["FLOAT32"] * 4 + ["INT32"]
     assert json.loads(heads["metadata"]["com.litetext.fp16_guard"])  # the heads' masks had sentinels too
 
@@ -348,28 +355,28 @@ def test_vision_encoder_and_heads_simulated_parity(tiny_vision_heads):
         reference = TorchRunner(graph, specs[name])
         feed = tiny_vision_heads["feeds"][name]
         for precision in ("fp16", "w8"):
-            figures = coreml.measure_parity(reference, coreml.simulated_runner(graph, specs[name], precision), [feed])
+            figures = coreml_simulate.measure_parity(reference, coreml.simulated_runner(graph, specs[name], precision), [feed])
             for output, fig in figures.items():
                 assert fig["cosine_min"] > 0.999, (name, precision, output, fig)
-        agreement = coreml.weight_agreement(tiny_vision_heads["paths"][name], graph, "w8")
+        agreement = coreml_simulate.weight_agreement(tiny_vision_heads["paths"][name], graph, "w8")
         assert agreement["bit_exact"] == agreement["package_compressed"] > 0, agreement
 
 
 def test_heads_stop_constant_folding_at_their_limit(tiny_vision_heads, tmp_path, monkeypatch):
     # At full size the heads' first decoder layer folds into a [1, 8, 201, 5184] constant (15.9 MiB of fp16 that
     # w8 cannot compress): the heads' pipeline stops folding above FOLD_LIMITS, other graphs fold everything.
-    options = coreml._pipeline(ct, True, coreml.FOLD_LIMITS["heads"]).get_options("common::const_elimination")
+    options = coreml_convert._pipeline(ct, True, coreml_options.FOLD_LIMITS["heads"]).get_options("common::const_elimination")
     assert [(o.option_name, o.option_val) for o in options] == [("skip_const_by_size", "4000000")]
-    assert coreml._pipeline(ct, True, coreml.FOLD_LIMITS.get("text_encoder")).get_options("common::const_elimination") is None
+    assert coreml_convert._pipeline(ct, True, coreml_options.FOLD_LIMITS.get("text_encoder")).get_options("common::const_elimination") is None
     # Tiny heads fold nothing that large; a limit below their largest folded constant keeps its ops instead.
     loaded, padding, specs = tiny_vision_heads["loaded"], tiny_vision_heads["padding"], tiny_vision_heads["specs"]
 
     def operations(limit):
-        monkeypatch.setitem(coreml.FOLD_LIMITS, "heads", limit)
+        monkeypatch.setitem(coreml_options.FOLD_LIMITS, "heads", limit)
         path = coreml.export_graph(build_graph("heads", loaded, CTX, padding), specs["heads"],
                                    tiny_vision_heads["feeds"]["heads"], tmp_path / f"heads-{limit}.mlpackage", "fp16",
                                    deployment_target="iOS18")
-        return sum(coreml.inspect_package(path)["ops"].values())
+        return sum(coreml_describe.inspect_package(path)["ops"].values())
 
     assert operations(1000) > operations(4_000_000)  # what is not folded stays as operations
 
@@ -378,12 +385,10 @@ def test_open_runner_on_linux_says_to_simulate(text_packages):
     if coreml.can_predict():
         pytest.skip("Core ML runs here")
     with pytest.raises(LitetextError, match="need macOS.*simulated_runner"):
-        coreml.open_runner(text_packages["paths"]["fp16"], text_packages["spec"], "fp16")
+        CoreMLRunner(text_packages["paths"]["fp16"], text_packages["spec"], "fp16")
 
 
 def test_runner_cuts_any_batch_into_accepted_sizes():
-    from litetext.runtimes.coreml_runner import CoreMLRunner
-
     runner = object.__new__(CoreMLRunner)
     runner.batch_sizes, runner.max_batch, runner.path = [1, 2, 4, 8], 8, "p"
     assert runner._chunks(3) == [2, 1] and runner._chunks(13) == [8, 4, 1] and runner._chunks(8) == [8]
@@ -399,9 +404,9 @@ def test_coreml_runner_predicts_like_torch_on_macos(text_packages):
     batches = [feed_for(spec, b) for b in text_batches(builtin_prompts()[:24], padding, 12)]  # 12 = 8 + 4
     reference = TorchRunner(graph, spec)
     for precision in ("fp16", "w8"):
-        runner = coreml.open_runner(text_packages["paths"][precision], spec, precision, compute_units="CPU_ONLY")
-        figures = coreml.measure_parity(reference, runner, batches)["text_features"]
-        simulated = coreml.measure_parity(reference, coreml.simulated_runner(graph, spec, precision), batches)
+        runner = CoreMLRunner(text_packages["paths"][precision], spec, precision, compute_units="CPU_ONLY")
+        figures = coreml_simulate.measure_parity(reference, runner, batches)["text_features"]
+        simulated = coreml_simulate.measure_parity(reference, coreml.simulated_runner(graph, spec, precision), batches)
         assert figures["cosine_min"] > 0.999, figures
         assert abs(figures["cosine_mean"] - simulated["text_features"]["cosine_mean"]) < 1e-3
         runner.close()
@@ -413,38 +418,32 @@ def test_tiny_s0_upstream_padding_enumerates_the_single_input(tmp_path, tiny_s0)
     graph = build_graph("text_encoder", tiny_s0, CTX, padding)
     example = feed_for(spec, text_batches(["cat", "dog"], padding)[0])
     path = coreml.export_graph(graph, spec, example, tmp_path / "t.mlpackage", "fp16", batch_sizes=(1, 4, 16))
-    info = coreml.inspect_package(path)
+    info = coreml_describe.inspect_package(path)
     assert info["inputs"][0]["enumerated"] == [[1, CTX], [4, CTX], [16, CTX]]  # one input: enumerated on iOS17
     assert json.loads(info["metadata"]["com.litetext.fp16_guard"]) == []  # no mask, nothing to guard
 
 
 def test_graph_manifest_and_fp16_headroom(text_packages):
-    entry = coreml.graph_manifest(text_packages["paths"]["w8a8"], text_packages["spec"], "w8a8")["coreml"]
+    entry = coreml_describe.graph_manifest(text_packages["paths"]["w8a8"], text_packages["spec"], "w8a8")["coreml"]
     assert entry["deployment_target"] == "iOS18" and entry["batch_sizes"] == [1, 2, 4, 8]
     assert entry["compression_ops"]["constexpr_blockwise_shift_scale"] == 11 and entry["compression_ops"]["quantize"] > 0
-    assert entry["fp16_guard"][0]["replaced_by"] == coreml.MASK_MAGNITUDE and entry["fp16_subnormal_constants"] == []
+    assert entry["fp16_guard"][0]["replaced_by"] == coreml_options.MASK_MAGNITUDE and entry["fp16_subnormal_constants"] == []
     assert ("simulated" in entry["parity_runtime"]) != coreml.can_predict()
     graph, spec, padding = text_packages["graph"], text_packages["spec"], text_packages["padding"]
-    headroom = coreml.fp16_headroom(graph, spec, text_batches(builtin_prompts()[:16], padding))
+    headroom = coreml_simulate.fp16_headroom(graph, spec, text_batches(builtin_prompts()[:16], padding))
     assert headroom["layer_norm_worst"].startswith("text.") and 0 < headroom["layer_norm_max_deviation"] < 256
-    assert 0 < headroom["layer_output_max_abs"] < coreml.FP16_MAX
+    assert 0 < headroom["layer_output_max_abs"] < coreml_options.FP16_MAX
 
 
-def test_export_bundle_with_the_coreml_target(monkeypatch, tmp_path, tiny_s0):
-    """Runs once export_bundle switches to coreml.simulated_runner where Core ML cannot predict."""
-    import inspect
-
+def test_export_bundle_with_the_coreml_target(tmp_path, tiny_s0):
+    """Where Core ML cannot predict, export_bundle measures parity with coreml.simulated_runner."""
     import litetext.export as export
 
-    monkeypatch.setitem(export.TARGETS, "coreml", "litetext.export.coreml")
-    monkeypatch.delitem(export.PLANNED_TARGETS, "coreml", raising=False)
-    if "simulated_runner" not in inspect.getsource(export.export_bundle):
-        pytest.skip("export_bundle does not measure Core ML parity with coreml.simulated_runner yet")
     manifest = export.export_bundle(tiny_s0, tmp_path / "b", target="coreml", graphs=["text_encoder"],
                                     precision="fp16", target_options={"deployment_target": "iOS17"})
     graph = manifest["graphs"]["text_encoder"]
     assert graph["file"] == "text_encoder.mlpackage" and graph["bytes"] > 0 and len(graph["sha256"]) == 64
     assert graph["parity"]["outputs"]["text_features"]["cosine_min"] > 0.9999
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
 
     assert Bundle.open(tmp_path / "b").graphs == ["text_encoder"]

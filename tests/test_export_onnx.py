@@ -10,7 +10,7 @@ import pytest
 
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
-from litetext.export.bundle import Bundle
+from litetext.bundle import Bundle
 from litetext.models.graphs import build_graph, describe_graphs
 from litetext.runtimes.torch_runner import TorchRunner
 from litetext.tokenizer import ClipTokenizer

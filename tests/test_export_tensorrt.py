@@ -13,26 +13,20 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-import litetext.export as export_api
+
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
 from litetext.export import tensorrt as trt_target
-from litetext.export.tensorrt_check import check_model, errors_of
+from litetext.export.tensorrt import __main__ as trt_main
+from litetext.export.tensorrt import qdq as trt_qdq
+from litetext.runtimes import tensorrt_engine as trt_engine
+from litetext.export.tensorrt.check import check_model, errors_of
 
 TINY_VOCAB, TINY_WIDTH = 49408, 32
 
 
 @pytest.fixture(scope="module")
-def registered():
-    """The tensorrt target registered as the lead will (litetext.export.TARGETS), for this module's tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(export_api.TARGETS, "tensorrt", "litetext.export.tensorrt")
-        mp.delitem(export_api.PLANNED_TARGETS, "tensorrt", raising=False)
-        yield
-
-
-@pytest.fixture(scope="module")
-def int8_bundle(registered, tmp_path_factory, tiny_s0):
+def int8_bundle(tmp_path_factory, tiny_s0):
     out = tmp_path_factory.mktemp("trt") / "int8"
     return out, export_bundle(tiny_s0, out, target="tensorrt", graphs=["text_encoder"], precision="int8")
 
@@ -102,7 +96,7 @@ def test_int8_parity_in_onnxruntime_and_manifest(int8_bundle):
                                   "DequantizeLinear_activations": 19, "quantized_ops": 17}
     sidecar = json.loads((out / "text_encoder.tensorrt.json").read_text())
     assert sidecar["static_check"]["errors"] == 0 and sidecar["opset"] == 19
-    assert "ONNX Runtime on the CPU" in trt_target.parity_runtime() or trt_target.tensorrt_usable()
+    assert "ONNX Runtime on the CPU" in trt_target.parity_runtime() or trt_engine.tensorrt_usable()
 
 
 def _layer_bytes(model):
@@ -110,7 +104,7 @@ def _layer_bytes(model):
     return sum(len(t.raw_data) for t in model.graph.initializer if list(t.dims) != [TINY_VOCAB, TINY_WIDTH])
 
 
-def test_int8_layers_are_half_of_fp16(registered, int8_bundle, int8_model, tmp_path, tiny_s0):
+def test_int8_layers_are_half_of_fp16(int8_bundle, int8_model, tmp_path, tiny_s0):
     fp16 = export_bundle(tiny_s0, tmp_path / "fp16", target="tensorrt", graphs=["text_encoder"], precision="fp16")
     model = onnx.load(tmp_path / "fp16" / "text_encoder.onnx")
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
@@ -122,7 +116,7 @@ def test_int8_layers_are_half_of_fp16(registered, int8_bundle, int8_model, tmp_p
     assert 0.5 < ratio < 0.6, ratio  # int8 weights, plus fp16 per-channel scales
 
 
-def test_vision_encoder_fp16(registered, tmp_path, tiny_s0):
+def test_vision_encoder_fp16(tmp_path, tiny_s0):
     """Conv, ConvTranspose and attention in fp16 at opset 19; the profile covers the batch of images."""
     manifest = export_bundle(tiny_s0, tmp_path / "v", target="tensorrt", graphs=["vision_encoder"], precision="fp16")
     model = onnx.load(tmp_path / "v" / "vision_encoder.onnx")
@@ -136,7 +130,7 @@ def test_vision_encoder_fp16(registered, tmp_path, tiny_s0):
     assert all(f["cosine_min"] >= 0.999 for f in figures.get("outputs", figures).values() if isinstance(f, dict) and "cosine_min" in f)
 
 
-def test_vision_encoder_int8_calibrated_on_real_images(registered, tmp_path, tiny_s0):
+def test_vision_encoder_int8_calibrated_on_real_images(tmp_path, tiny_s0):
     """Symmetric Q/DQ on the vision encoder's Conv and MatMul inputs, calibrated on one photo, measured on another."""
     from litetext.calibration.data import builtin_asset
 
@@ -155,7 +149,7 @@ def test_vision_encoder_int8_calibrated_on_real_images(registered, tmp_path, tin
 def test_held_out_parity_on_shared_prompts(int8_bundle, shared):
     from litetext.calibration.data import read_prompts
     from litetext.calibration.parity import merge_parity, tensor_parity
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.models.graphs import build_graph, get_padding
     from litetext.runtimes.torch_runner import TorchRunner
     from litetext.tokenizer import ClipTokenizer
@@ -168,7 +162,7 @@ def test_held_out_parity_on_shared_prompts(int8_bundle, shared):
     bundle = Bundle.open(out)
     tokens = ClipTokenizer()(prompts, context_length=16, pad_id=0)
     runner = bundle.runner("text_encoder")
-    assert "TensorRT absent" in runner.runtime or trt_target.tensorrt_usable()
+    assert "TensorRT absent" in runner.runtime or trt_engine.tensorrt_usable()
     reference = TorchRunner(build_graph("text_encoder", tiny_model(), 16, get_padding("upstream")), bundle.spec("text_encoder"))
     parts = []
     for i in range(0, len(prompts), 50):
@@ -202,7 +196,7 @@ def test_recipes_per_tensorrt_version(int8_bundle):
 
 def test_calibration_cache_matches_the_graph(int8_bundle, int8_model):
     out, _ = int8_bundle
-    header, scales = trt_target.read_calibration_cache(out / "text_encoder.calib.cache")
+    header, scales = trt_engine.read_calibration_cache(out / "text_encoder.calib.cache")
     assert header == "TRT-100300-EntropyCalibration2"
     lines = (out / "text_encoder.calib.cache").read_text().splitlines()[1:]
     assert all(len(line.rpartition(": ")[2]) == 8 for line in lines)
@@ -212,19 +206,19 @@ def test_calibration_cache_matches_the_graph(int8_bundle, int8_model):
     assert set(quantized) <= set(scales)  # every quantized activation has its scale in the cache
     for name, scale in quantized.items():  # same scale (amax/127); the graph's is fp16
         assert scales[name] == pytest.approx(scale, rel=2e-3, abs=1e-7), name
-    stripped = trt_target.strip_qdq(int8_model)
+    stripped = trt_engine.strip_qdq(int8_model)
     names = {o for n in stripped.graph.node for o in n.output}
     assert set(scales) <= names and len(scales) >= 70
 
 
 def test_cache_format_and_versions(tmp_path):
-    assert trt_target.tensorrt_version_int("8.6.1") == 8601
-    assert trt_target.tensorrt_version_int("10.3.0") == 100300
-    assert trt_target.tensorrt_version_int("10.13.2.6") == 101302
-    header = trt_target.write_calibration_cache(tmp_path / "c", {"x": 127.0, "y": 1.0, "dead": 0.0}, "10.7.0")
+    assert trt_engine.tensorrt_version_int("8.6.1") == 8601
+    assert trt_engine.tensorrt_version_int("10.3.0") == 100300
+    assert trt_engine.tensorrt_version_int("10.13.2.6") == 101302
+    header = trt_qdq.write_calibration_cache(tmp_path / "c", {"x": 127.0, "y": 1.0, "dead": 0.0}, "10.7.0")
     assert header == "TRT-100700-EntropyCalibration2"
     assert (tmp_path / "c").read_text() == "TRT-100700-EntropyCalibration2\nx: 3f800000\ny: 3c010204\n"
-    assert trt_target.read_calibration_cache(tmp_path / "c")[1] == {"x": 1.0, "y": struct.unpack(">f", bytes.fromhex("3c010204"))[0]}
+    assert trt_engine.read_calibration_cache(tmp_path / "c")[1] == {"x": 1.0, "y": struct.unpack(">f", bytes.fromhex("3c010204"))[0]}
 
 
 def test_strip_qdq_gives_the_implicit_graph(int8_bundle, tmp_path):
@@ -232,7 +226,7 @@ def test_strip_qdq_gives_the_implicit_graph(int8_bundle, tmp_path):
 
     out, _ = int8_bundle
     implicit = tmp_path / "implicit.onnx"
-    assert trt_target.main(["strip-qdq", str(out / "text_encoder.onnx"), str(implicit)]) == 0
+    assert trt_main.main(["strip-qdq", str(out / "text_encoder.onnx"), str(implicit)]) == 0
     model = onnx.load(implicit)
     onnx.checker.check_model(model, full_check=True)
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
@@ -423,10 +417,10 @@ def test_build_engine_without_tensorrt_says_how_to_get_it(int8_bundle):
     assert len(lines) == 1 and lines[0].startswith("error: tensorrt is not installed")
     assert "python3-libnvinfer" in lines[0] and "NVIDIA's index" in lines[0]
     with pytest.raises(LitetextError, match="tensorrt is not installed"):
-        trt_target.build_engine(out / "text_encoder.onnx", None, out / "x.plan")
+        trt_engine.build_engine(out / "text_encoder.onnx", None, out / "x.plan")
 
 
-def test_export_rejects_fp32_and_missing_calibration(registered, tmp_path, tiny_s0):
+def test_export_rejects_fp32_and_missing_calibration(tmp_path, tiny_s0):
     with pytest.raises(LitetextError, match="exports fp16, int8, not 'fp32'"):
         export_bundle(tiny_s0, tmp_path / "b", target="tensorrt", graphs=["text_encoder"], precision="fp32")
     with pytest.raises(LitetextError, match="needs calibration"):
@@ -438,7 +432,7 @@ def test_export_rejects_fp32_and_missing_calibration(registered, tmp_path, tiny_
 
 def _needs_tensorrt():
     pytest.importorskip("tensorrt", reason="tensorrt is not installed (NVIDIA's index / JetPack): engines not built")
-    if not trt_target.tensorrt_usable():
+    if not trt_engine.tensorrt_usable():
         pytest.skip("no CUDA device: engines not built")
 
 
@@ -447,7 +441,7 @@ def test_engine_parity_on_the_device(int8_bundle, tmp_path, implicit):
     _needs_tensorrt()
     import tensorrt as trt
 
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.runtimes.onnxruntime_runner import OnnxRuntimeRunner
     from litetext.runtimes.tensorrt_runner import TensorRTRunner
 
@@ -457,7 +451,7 @@ def test_engine_parity_on_the_device(int8_bundle, tmp_path, implicit):
     bundle = Bundle.open(out)
     spec = bundle.spec("text_encoder")
     plan = tmp_path / "te.plan"
-    built = trt_target.build_engine(out / "text_encoder.onnx", spec, plan, implicit_int8=implicit)
+    built = trt_engine.build_engine(out / "text_encoder.onnx", spec, plan, implicit_int8=implicit)
     assert plan.stat().st_size > 0 and built["implicit_int8"] == implicit
     runner = TensorRTRunner(plan, spec, "int8")
     reference = OnnxRuntimeRunner(out / "text_encoder.onnx", spec, "int8")

@@ -49,12 +49,12 @@ def test_gate_fails_with_figures_and_writes_nothing(tmp_path, tiny_s0):
 
 
 def _fp32_and_feeds(tmp_path, tiny_s0):
-    from litetext.export import _int8_calibration
+    from litetext.calibration.prepare import int8_calibration
     from litetext.export.onnx import export_graph
     from litetext.models.graphs import build_graph, describe_graphs, get_padding
 
     padding = get_padding("upstream")
-    calibration = _int8_calibration(16, padding, None, None, "minmax")
+    calibration = int8_calibration(16, padding, None, None, "minmax")
     spec = describe_graphs(tiny_s0, 16, padding)["text_encoder"]
     path = tmp_path / "fp32.onnx"
     export_graph(build_graph("text_encoder", tiny_s0, 16, padding), spec, calibration.feeds[0], path, "fp32")

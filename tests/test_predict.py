@@ -12,7 +12,8 @@ import torch
 from litetext.calibration.data import builtin_asset, load_rgb, preprocess_image
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
-from litetext.predict import Predictor, resize_bilinear, write_prediction
+from litetext.postprocess import resize_bilinear
+from litetext.predict import Predictor, write_prediction
 from litetext.tokenizer import ClipTokenizer
 
 

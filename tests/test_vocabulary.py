@@ -11,14 +11,8 @@ import torch
 from conftest import builtin_image
 from litetext.errors import LitetextError
 from litetext.models.graphs import build_graph, get_padding
-from litetext.vocabulary import (
-    FEATURES_FILE,
-    PROMPTS_FILE,
-    FixedVocabulary,
-    build_fixed_vocabulary,
-    fixed_vocabulary_size_bytes,
-    prune_vocabulary,
-)
+from litetext.vocabulary.build import build_fixed_vocabulary, fixed_vocabulary_size_bytes, prune_vocabulary
+from litetext.vocabulary.stored import FEATURES_FILE, PROMPTS_FILE, FixedVocabulary
 
 CTX = 16
 PROMPTS = ["person", "a red car", "dog", "traffic light", "the man on the left holding an umbrella"]
@@ -148,7 +142,7 @@ def test_pruned_tokenizer_gives_same_ids_on_covered_prompts(pruned):
 
 
 def test_pruned_vocabulary_round_trip(pruned, tmp_path):
-    from litetext.vocabulary import PrunedVocabulary
+    from litetext.vocabulary.stored import PrunedVocabulary
 
     pruned.save(tmp_path / "p.json")
     back = PrunedVocabulary.load(tmp_path / "p.json")
@@ -186,7 +180,7 @@ def pruned_bundle(tiny_s0, tmp_path_factory):
 def test_fixed_vocabulary_bundle_predicts_like_text_encoder_bundle(tiny_s0, full_bundle, tmp_path):
     from litetext.calibration.data import load_rgb
     from litetext.export import export_bundle
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.predict import Predictor
 
     fixed = export_bundle(tiny_s0, tmp_path / "fixed", context_length=CTX, parity_prompts=PROMPTS,
@@ -206,9 +200,9 @@ def test_fixed_vocabulary_bundle_predicts_like_text_encoder_bundle(tiny_s0, full
 
 
 def test_pruned_bundle_is_exact_on_covered_prompts(pruned_bundle, tiny_s0, padding):
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.tokenizer import ClipTokenizer
-    from litetext.vocabulary import PrunedTokenizer
+    from litetext.vocabulary.stored import PrunedTokenizer
 
     out, manifest = pruned_bundle
     bundle = Bundle.open(out)
@@ -264,9 +258,9 @@ def test_pruned_bundle_manifest_figures(pruned_bundle, tiny_s0):
 def test_pruned_tokenizer_json_round_trip(pruned_bundle, padding):
     from tokenizers import Tokenizer
 
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
     from litetext.tokenizer import TruncationWarning
-    from litetext.vocabulary import PrunedVocabulary
+    from litetext.vocabulary.stored import PrunedVocabulary
 
     out, manifest = pruned_bundle
     pruned = prune_vocabulary(CORPUS)
@@ -289,7 +283,7 @@ def test_pruned_tokenizer_json_round_trip(pruned_bundle, padding):
 def test_pruned_bundle_tampered_tokenizer_is_refused(pruned_bundle, tmp_path):
     import shutil
 
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
 
     copy = tmp_path / "b"
     shutil.copytree(pruned_bundle[0], copy)
@@ -336,7 +330,7 @@ def test_pruning_the_teacher_is_refused(tiny_teacher, tmp_path):
 def test_pruned_text_encoder_on_other_targets(tiny_s0, tmp_path, target, precision):
     from litetext.calibration.data import builtin_prompts
     from litetext.export import export_bundle
-    from litetext.export.bundle import Bundle
+    from litetext.bundle import Bundle
 
     if target == "coreml":
         pytest.importorskip("coremltools")

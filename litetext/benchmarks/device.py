@@ -47,7 +47,7 @@ def _memory_gib() -> float | None:
 def device_info() -> dict[str, Any]:
     import torch
 
-    from litetext.export import tool_versions
+    from litetext.export.manifest import tool_versions
 
     model, physical, simd = _cpuinfo()
     try:

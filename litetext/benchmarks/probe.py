@@ -65,10 +65,10 @@ def _prepare(job: dict[str, Any]):
         import onnxruntime  # noqa: F401
 
         from litetext.benchmarks.targets import BundleTarget
-        from litetext.export import target_module
-        from litetext.export.bundle import Bundle
+        from litetext.bundle import Bundle
+        from litetext.runtimes.by_target import runner_factory
 
-        target_module(Bundle.open(job["path"]).manifest["target"])  # the runtime's modules
+        runner_factory(Bundle.open(job["path"]).manifest["target"])  # the runtime's modules
         return lambda: BundleTarget(job["path"], threads=job.get("threads")).open_runner(job["graph"])
     if kind == "torch":
         import torch  # noqa: F401

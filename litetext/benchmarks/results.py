@@ -15,7 +15,7 @@ FORMAT_VERSION = 1
 
 def write_results(records: list[dict[str, Any]], path: str | Path, command: str | None = None,
                   sources: list[str] | None = None) -> Path:
-    from litetext.export.bundle import write_json_atomic
+    from litetext.files import write_json_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

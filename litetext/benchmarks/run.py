@@ -166,7 +166,7 @@ def _parity(graph: str, batch: int, runner, graph_feeds, ref: Target | None, ref
     else:  # a pruned text encoder: exact on covered prompts, pooled cosine on the others (other token counts)
         import numpy as np
 
-        from litetext.vocabulary import pruned_figures
+        from litetext.vocabulary.build import pruned_figures
 
         joined = lambda parts, key: np.concatenate([p[key] for p in parts])  # noqa: E731
         figures = pruned_figures(joined(want, "text_features"), joined(got, "text_features"),
@@ -262,7 +262,7 @@ def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: l
               timing: TimingOptions = TimingOptions(), memory: bool = True, threshold: float = 0.5,
               progress: Callable[[str], None] = lambda message: None, command: str | None = None) -> list[dict[str, Any]]:
     """Benchmark each target's graphs (default: all it has) at each batch size; returns the records."""
-    from litetext.benchmarks.feeds import Feeds
+    from litetext.calibration.feeds import RealInputs
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
 
     if not targets:
@@ -270,7 +270,7 @@ def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: l
     batches = list(batches)
     if not batches or any(int(b) < 1 for b in batches):
         raise LitetextError(f"batch sizes must be positive integers, not {batches}")
-    feeds = Feeds(prompts or builtin_prompts(), read_images(images) if images else builtin_images())
+    feeds = RealInputs(prompts or builtin_prompts(), read_images(images) if images else builtin_images())
     run_info = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "timing": timing.to_json()}
     if command:
         run_info["command"] = command

@@ -86,8 +86,8 @@ class BundleTarget(Target):
     """An exported bundle folder, run by its target's runner (ONNX Runtime for onnx bundles)."""
 
     def __init__(self, path: str | Path, threads: int | None = None, label: str | None = None):
-        from litetext.export.bundle import Bundle
-        from litetext.vocabulary import KIND, text_path_of
+        from litetext.bundle import Bundle
+        from litetext.vocabulary.stored import KIND, text_path_of
 
         self.bundle = Bundle.open(path)
         manifest = self.bundle.manifest
@@ -130,7 +130,7 @@ class BundleTarget(Target):
 
     def open_runner(self, graph: str):
         if self.fixed and graph == "text_encoder":
-            from litetext.vocabulary import FixedVocabulary, LookupRunner
+            from litetext.vocabulary.stored import FixedVocabulary, LookupRunner
 
             return LookupRunner(FixedVocabulary.load(self.bundle.path, self.text_path))
         if self.bundle.manifest["target"] == "onnx":
@@ -142,9 +142,7 @@ class BundleTarget(Target):
     def _files(self, graph: str) -> list[Path]:
         if self.fixed and graph == "text_encoder":
             return [self.bundle.path / self.text_path[k] for k in ("features_file", "prompts_file")]
-        from litetext.export import target_module
-
-        return target_module(self.bundle.manifest["target"]).files_of(self._file(graph))
+        return self.bundle.files_of(graph)
 
     def weights_bytes(self, graph: str) -> int:
         return sum(f.stat().st_size for f in self._files(graph))
@@ -153,7 +151,7 @@ class BundleTarget(Target):
         """For the text encoder, the text path the device holds: its kind and files (graph + tokenizer.json, or
         the fixed vocabulary's features + list) and their bytes. A fixed vocabulary is a numpy lookup at its
         storage precision."""
-        from litetext.vocabulary import LookupRunner
+        from litetext.vocabulary.stored import LookupRunner
 
         if graph != "text_encoder" or graph not in self.graphs:
             return {}
@@ -169,7 +167,7 @@ class BundleTarget(Target):
         return fields
 
     def text_tokenizer(self):
-        from litetext.vocabulary import PRUNED_KIND
+        from litetext.vocabulary.stored import PRUNED_KIND
 
         return self.bundle.tokenizer() if self.text_path["kind"] == PRUNED_KIND else None
 

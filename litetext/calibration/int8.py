@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from litetext.errors import LitetextError
-from litetext.export.onnx import topologically_sorted
+from litetext.onnx_graph import topologically_sorted
 
 # name -> (ONNX Runtime calibration method name, calibrator options)
 METHODS = {

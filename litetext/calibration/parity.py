@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from litetext.models.graphs import Tolerance
+from litetext.postprocess import postprocess
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -124,8 +125,6 @@ def instance_agreement(references: list[dict[str, np.ndarray]], candidates: list
                        match_iou: float = 0.5) -> dict[str, float | int | None]:
     """Heads outputs (each feed: a batch of prompts on one image) -> agreement of the instances above
     `threshold`: matched mask IoU mean, box IoU mean, score max abs error, instances lost and gained."""
-    from litetext.predict import postprocess
-
     n_ref = n_cand = 0
     mask_ious, box_ious, score_errors = [], [], []
     for want, got, (height, width) in zip(references, candidates, image_sizes):

@@ -13,6 +13,7 @@ import torch
 
 from litetext.errors import LitetextError
 from litetext.models.graphs import GraphSpec
+from litetext.onnx_graph import files_of, save, topologically_sorted
 
 OPSET = 17  # ONNX Runtime, TensorRT 10 and 11 all parse it; LayerNormalization is native from 17
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -78,41 +79,3 @@ def to_fp16(model):
         return topologically_sorted(convert_float_to_float16(model, keep_io_types=True))
 
 
-def topologically_sorted(model):
-    """ONNX Runtime's quantizer and fp16 converter append nodes (weight DequantizeLinear, input Casts) at the end
-    of the graph; the ONNX spec (and onnx.checker, and TensorRT's parser) want every node after its inputs."""
-    graph = model.graph
-    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(i in available for i in n.input)]
-        if not ready:
-            raise RuntimeError(f"graph has a cycle or dangling inputs at {pending[0].name}")
-        for node in ready:
-            ordered.append(node)
-            available.update(node.output)
-        pending = [n for n in pending if n not in ready]
-    del graph.node[:]
-    graph.node.extend(ordered)
-    return model
-
-
-def save(model, path: Path) -> None:
-    """Save one file when it fits protobuf's 2 GiB limit, else weights beside it in `<name>.data`."""
-    import onnx
-
-    large = model.ByteSize() > 2**31 - 2**26
-    onnx.save_model(model, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=path.name + ".data" if large else None)
-
-
-def files_of(path: Path) -> list[Path]:
-    """The files an exported graph consists of (the graph, and its external weights if any)."""
-    data = path.with_name(path.name + ".data")
-    return [path, data] if data.exists() else [path]
-
-
-def open_runner(path: Path, spec: GraphSpec, precision: str):
-    from litetext.runtimes.onnxruntime_runner import OnnxRuntimeRunner
-
-    return OnnxRuntimeRunner(path, spec, precision)

@@ -1,4 +1,6 @@
-"""Core ML on macOS: `coremltools.models.MLModel(...).predict` on an exported `.mlpackage`.
+"""Core ML on macOS: `coremltools.models.MLModel(...).predict` on an exported `.mlpackage`, and the toolchain
+facts both the runner and the Core ML target need (importing coremltools, whether this machine can predict,
+compute units).
 
 Core ML takes int32 where the bundle's graphs declare int64 (token ids, masks): the runner casts. A package
 accepts the batch sizes it was exported with (enumerated shapes, or a bounded range): a feed of another batch
@@ -8,6 +10,9 @@ is cut into chunks of accepted sizes, largest first, and the outputs joined, so 
 from __future__ import annotations
 
 import json
+import logging
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +21,52 @@ from litetext.errors import LitetextError
 from litetext.models.graphs import GraphSpec
 from litetext.runtimes.base import Runner
 
+COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_AND_GPU", "CPU_ONLY")
+DEFAULT_COMPUTE_UNITS = "ALL"
+INSTALL_HINT = "coremltools is not installed; install it with: pip install 'litetext[coreml]'"
+
+
+def require_coremltools():
+    """Import coremltools quietly (on Linux it logs that its native predict library is absent), or fail with
+    the one line that says how to install it."""
+    loggers = [logging.getLogger(n) for n in ("coremltools", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import coremltools
+    except ImportError:
+        raise LitetextError(INSTALL_HINT) from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    return coremltools
+
+
+def can_predict() -> bool:
+    """Whether this machine can run Core ML predictions (macOS with coremltools' native library)."""
+    if sys.platform != "darwin":
+        return False
+    try:
+        require_coremltools()
+        import coremltools.libcoremlpython  # noqa: F401
+    except (LitetextError, ImportError):
+        return False
+    return True
+
 
 class CoreMLRunner(Runner):
     runtime = "coreml"
 
     def __init__(self, path: str | Path, spec: GraphSpec, precision: str = "fp16", compute_units: str | None = None):
-        from litetext.export.coreml import COMPUTE_UNITS, can_predict, require_coremltools
-
         super().__init__(spec, precision)
         ct = require_coremltools()
         if not can_predict():
             raise LitetextError(
                 "Core ML predictions need macOS (coremltools' predict library is absent here); on this machine "
-                "measure a package with litetext.export.coreml.simulated_runner"
+                "measure a package with litetext.export.coreml.simulate.simulated_runner"
             )
         path = Path(path)
         model_spec = ct.utils.load_spec(str(path))

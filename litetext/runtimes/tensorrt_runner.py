@@ -15,6 +15,7 @@ import numpy as np
 from litetext.errors import LitetextError
 from litetext.models.graphs import GraphSpec
 from litetext.runtimes.base import Runner
+from litetext.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
 
 def _torch_dtype(trt, torch, dtype):
@@ -37,7 +38,7 @@ class TensorRTRunner(Runner):
     runtime = "tensorrt"
 
     def __init__(self, engine: str | Path | bytes, spec: GraphSpec, precision: str = "fp16", device: int = 0):
-        from litetext.export.tensorrt import import_tensorrt
+        from litetext.runtimes.tensorrt_engine import import_tensorrt
 
         super().__init__(spec, precision)
         trt = import_tensorrt()
@@ -70,7 +71,7 @@ class TensorRTRunner(Runner):
         """Build an engine from a bundle graph now (minutes for large graphs), then run it."""
         import tempfile
 
-        from litetext.export.tensorrt import build_engine
+        from litetext.runtimes.tensorrt_engine import build_engine
 
         with tempfile.TemporaryDirectory() as scratch:
             plan = Path(scratch) / "engine.plan"
@@ -108,3 +109,25 @@ class TensorRTRunner(Runner):
     def close(self) -> None:
         self.context = None
         self.engine = None
+
+
+def open_tensorrt_graph(path: Path, spec: GraphSpec, precision: str):
+    """A TensorRT engine runner where TensorRT and a GPU are present (the engine `build-engine` wrote beside the
+    graph, or one built now), else ONNX Runtime on the CPU running the same graph."""
+    path = Path(path)
+    from litetext.runtimes.tensorrt_engine import tensorrt_usable
+
+    if tensorrt_usable():
+        import tensorrt as trt
+
+        plan = path.with_name(f"{path.stem}.trt{trt.__version__.split('.')[0]}.plan")
+        if plan.is_file():
+            return TensorRTRunner(plan, spec, precision)
+        return TensorRTRunner.from_onnx(path, spec, precision)
+    return OnnxRuntimeStandIn(path, spec, precision)
+
+
+class OnnxRuntimeStandIn(OnnxRuntimeRunner):
+    """ONNX Runtime (CPU) running a TensorRT-target graph as written, where TensorRT is absent."""
+
+    runtime = "onnxruntime-cpu (TensorRT absent)"

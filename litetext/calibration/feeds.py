@@ -1,7 +1,8 @@
-"""Real inputs for each graph at a batch size: prompts through the tokenizer, images through preprocessing.
+"""Real inputs for each graph at a batch size: prompts through the tokenizer, images through preprocessing. The
+one builder of feeds for parity (export), calibration of the image graphs, and benchmarks.
 
-Every feed of a batch size has exactly that batch (prompts and images are taken in order and wrap around), so
-timed runs all see the same shapes. Text feeds carry their prompts too ("prompts", for fixed-vocabulary
+With `wrap` (benchmarks), every feed of a batch size has exactly that batch (prompts and images are taken in order
+and wrap around), so timed runs all see the same shapes; without it (parity), each prompt is fed once. Text feeds carry their prompts too ("prompts", for fixed-vocabulary
 lookups; runners read only their inputs). The heads get the FPN levels of one image (repeated) and the text
 features of `batch` prompts, computed by the given text and vision runners.
 """
@@ -24,10 +25,15 @@ class GraphFeeds:
     covered: np.ndarray | None = None
 
 
-class Feeds:
-    def __init__(self, prompts: list[str], images: list[str | Path]):
+class RealInputs:
+    """Prompts and images, tokenized and preprocessed once per context length and image size. `tokens` (ids,
+    mask) stands in for tokenizing: a calibration set's ids, already made."""
+
+    def __init__(self, prompts: list[str], images: list[str | Path],
+                 tokens: tuple[np.ndarray, np.ndarray] | None = None):
         self.prompts = list(prompts)
         self.images = [Path(p) for p in images]
+        self.given_tokens = tokens
         self._tokens: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._rgb: list[np.ndarray] | None = None
         self._pixels: dict[int, list[np.ndarray]] = {}
@@ -36,6 +42,8 @@ class Feeds:
         return {"prompts": len(self.prompts), "images": [p.name for p in self.images]}
 
     def tokens(self, context_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.given_tokens is not None:
+            return self.given_tokens
         key = (context_length, pad_id)
         if key not in self._tokens:
             import warnings
@@ -48,13 +56,13 @@ class Feeds:
             self._tokens[key] = (batch.input_ids, batch.attention_mask)
         return self._tokens[key]
 
-    def text(self, context_length: int, padding, batch: int, tokenizer=None) -> GraphFeeds:
+    def text(self, context_length: int, padding, batch: int, tokenizer=None, wrap: bool = True) -> GraphFeeds:
         """Text feeds; with `tokenizer` (a pruned text encoder's PrunedTokenizer) its ids, beside the
         reference's."""
         ids, mask = self.tokens(context_length, padding.pad_id)
         prompts = np.array(self.prompts)
         n = len(ids)
-        rows = [[(start + j) % n for j in range(batch)] for start in range(0, n, batch)]
+        rows = [[(start + j) % n for j in range(batch if wrap else min(batch, n - start))] for start in range(0, n, batch)]
         out = [{"input_ids": ids[r], "attention_mask": mask[r], "prompts": prompts[r]} for r in rows]
         if tokenizer is None:
             return GraphFeeds(out)
@@ -102,3 +110,15 @@ class Feeds:
                         "text_features": text, "attention_mask": mask[rows]})
             sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
         return GraphFeeds(out, sizes)
+
+
+def graph_parity(graph: str, wants: list[dict[str, np.ndarray]], gots: list[dict[str, np.ndarray]],
+                 graph_feeds: GraphFeeds, threshold: float = 0.5) -> dict[str, dict]:
+    """{"outputs": tensor parity per output} and, for the heads, {"instances": what an app would see at
+    `threshold`}: the layout of manifests and benchmark records."""
+    from litetext.calibration.parity import instance_agreement, output_parity
+
+    figures: dict[str, dict] = {"outputs": output_parity(wants, gots, graph_feeds.feeds)}
+    if graph == "heads":
+        figures["instances"] = instance_agreement(wants, gots, graph_feeds.image_sizes, threshold)
+    return figures

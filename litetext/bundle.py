@@ -1,0 +1,93 @@
+"""Reading a bundle: one folder per export, described by manifest.json. Everything that opens a bundle (predict,
+bench, check, the Python API) goes through `Bundle.open`; what writes bundles (litetext.export) sits above it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litetext.errors import LitetextError
+from litetext.models.graphs import GraphSpec, TensorSpec, TextPadding, Tolerance
+
+MANIFEST = "manifest.json"
+TOKENIZER = "tokenizer.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Bundle:
+    """An exported bundle opened for use: its manifest, graph descriptions and files."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Bundle":
+        path = Path(path)
+        manifest_file = path / MANIFEST
+        if not manifest_file.is_file():
+            raise LitetextError(f"{path} is not a litetext bundle (no {MANIFEST}); make one with litetext export")
+        try:
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise LitetextError(f"{manifest_file} is not valid JSON: {e}") from None
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise LitetextError(
+                f"{path} has bundle format {manifest.get('format_version')}, this litetext reads {FORMAT_VERSION}"
+            )
+        for name, graph in manifest["graphs"].items():
+            if not (path / graph["file"]).exists():  # a Core ML graph is a folder (.mlpackage)
+                raise LitetextError(f"{path} is incomplete: graph {name} file {graph['file']} is missing")
+        return cls(path, manifest)
+
+    @property
+    def graphs(self) -> list[str]:
+        return list(self.manifest["graphs"])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.manifest["context_length"])
+
+    @property
+    def text_padding(self) -> TextPadding:
+        p = self.manifest["text_padding"]
+        return TextPadding(p["name"], int(p["pad_id"]), bool(p["attention_masked"]))
+
+    def spec(self, graph: str) -> GraphSpec:
+        if graph not in self.manifest["graphs"]:
+            raise LitetextError(f"{self.path} has no {graph} graph (it has {', '.join(self.graphs)})")
+        g = self.manifest["graphs"][graph]
+        tensors = lambda items: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)  # noqa: E731
+        tolerance = {k: Tolerance(**v) for k, v in g.get("tolerance", {}).items()}
+        return GraphSpec(graph, tensors(g["inputs"]), tensors(g["outputs"]), tolerance)
+
+    def files_of(self, graph: str) -> list[Path]:
+        """The files a graph consists of: the graph file and its external weights (`<file>.data`), or every
+        file of a package folder (Core ML)."""
+        self.spec(graph)  # a clear error for a graph the bundle lacks
+        path = self.path / self.manifest["graphs"][graph]["file"]
+        if path.is_dir():
+            return sorted(p for p in path.rglob("*") if p.is_file())
+        data = path.with_name(path.name + ".data")
+        return [path, data] if data.exists() else [path]
+
+    def runner(self, graph: str):
+        from litetext.runtimes.by_target import open_runner
+
+        return open_runner(self.manifest["target"], self.path / self.manifest["graphs"][graph]["file"],
+                           self.spec(graph), self.manifest["precision"])
+
+    def tokenizer(self):
+        """What gives this bundle's text encoder its ids, called as ClipTokenizer is (prompts, context length,
+        the padding's pad id): ClipTokenizer, or for a pruned text encoder the bundle's own tokenizer.json
+        (NEW ids, litetext.vocabulary.PrunedTokenizer)."""
+        from litetext.tokenizer import ClipTokenizer
+        from litetext.vocabulary.stored import PRUNED_KIND, PrunedTokenizer, text_path_of
+
+        text_path = text_path_of(self.manifest)
+        if text_path["kind"] == PRUNED_KIND:
+            return PrunedTokenizer.load(self.path, text_path)
+        return ClipTokenizer()

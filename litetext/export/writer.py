@@ -1,0 +1,73 @@
+"""Writing a bundle atomically: it is built in a hidden temporary folder beside OUT and renamed into place only
+when everything in it has been written and checked, so a failed, interrupted or out-of-space export leaves
+nothing at OUT."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from litetext.bundle import MANIFEST
+from litetext.errors import LitetextError
+
+
+class BundleWriter:
+    """Context manager: `with BundleWriter(out, force) as tmp:` write into `tmp`; on success it becomes `out`."""
+
+    def __init__(self, out: str | Path, force: bool = False):
+        self.out = Path(out).absolute()
+        self.force = force
+        self.tmp: Path | None = None
+        if self.out.exists() and not force:
+            raise LitetextError(f"{self.out} already exists; pass --force to replace it")
+        if self.out.exists() and not (self.out / MANIFEST).is_file() and any(self.out.iterdir()):
+            # Never delete a folder litetext did not make, --force or not.
+            raise LitetextError(f"{self.out} exists and is not a litetext bundle; choose another output folder")
+
+    def __enter__(self) -> Path:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_orphans()
+        self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
+        os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
+        return self.tmp
+
+    def _remove_orphans(self) -> None:
+        """A process killed outright (out of memory, SIGKILL) cannot clean up: remove the partial folders of
+        exports to this OUT whose process no longer runs."""
+        for partial in self.out.parent.glob(f".{self.out.name}.partial-*"):
+            pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _running(int(pid)):
+                shutil.rmtree(partial, ignore_errors=True)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise LitetextError(
+                    f"no space left on the device while writing {self.out}; nothing was written. "
+                    "Free some space or choose another output folder"
+                ) from None
+            return False
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return False
+
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
