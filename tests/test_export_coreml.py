@@ -187,8 +187,8 @@ def test_guards_catch_what_plain_coremltools_would_write(tmp_path, monkeypatch):
     guarded = coreml_describe.inspect_package(coreml.export_graph(_Toy(), spec, example, tmp_path / "a.mlpackage", "fp16"))
     assert json.loads(guarded["metadata"]["com.litetext.fp16_subnormal_constants"]) == []
     assert "mul" in guarded["ops"]  # the layer scale stays a multiplication
-    monkeypatch.setattr(coreml, "UNFUSED_PASSES", ())
-    monkeypatch.setattr(coreml, "GUARD_PASS", "common::noop_elimination")  # as coremltools alone converts
+    monkeypatch.setattr(coreml_convert, "UNFUSED_PASSES", ())
+    monkeypatch.setattr(coreml_convert, "GUARD_PASS", "common::noop_elimination")  # as coremltools alone converts
     plain_path = coreml.export_graph(_Toy(), spec, example, tmp_path / "b.mlpackage", "fp16")
     folded = json.loads(coreml_describe.inspect_package(plain_path)["metadata"]["com.litetext.fp16_subnormal_constants"])
     assert len(folded) == 1 and folded[0]["subnormal_fraction"] > 0.9  # 1e-5 x weights: below 6.1e-5

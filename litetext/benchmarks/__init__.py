@@ -5,6 +5,9 @@
     records = run_bench([open_target("out/s0"), open_target("torch:litetext-s0")], batches=[1, 8])
 
 Names are imported on first use, so `python -m litetext.benchmarks.probe` starts light.
+
+This package is the harness (the library `litetext bench` runs). The top-level `benchmarks/` folder holds the
+scripts that run it on full-size models and the results they wrote (see benchmarks/README.md there).
 """
 
 from __future__ import annotations
