@@ -11,6 +11,7 @@ import numpy as np
 from litetext.calibration.data import load_rgb, preprocess_image
 from litetext.errors import LitetextError
 from litetext.export.bundle import Bundle, write_json_atomic
+from litetext.models.heads_semantics import heads_attention_mask, semantics_of_manifest
 
 NEEDED_GRAPHS = ("text_encoder", "vision_encoder", "heads")
 
@@ -89,6 +90,7 @@ class Predictor:
             tokens = self.tokenizer([prompt], context_length=self.bundle.context_length, pad_id=padding.pad_id)
             mask = tokens.attention_mask
             text = self.runners["text_encoder"].infer({"input_ids": tokens.input_ids, "attention_mask": mask})
+            mask = heads_attention_mask(tokens.input_ids, mask, semantics_of_manifest(self.bundle.manifest))
         levels = self.runners["vision_encoder"].infer({"pixel_values": preprocess_image(rgb, self.image_size)})
         outputs = self.runners["heads"].infer({**levels, **text, "attention_mask": mask})
         return postprocess(outputs, rgb.shape[0], rgb.shape[1], threshold)

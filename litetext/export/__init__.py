@@ -51,6 +51,7 @@ def export_bundle(
     context_length: int | None = None,
     precision: str = "fp32",
     text_padding: str = "upstream",
+    heads_semantics: str | None = None,
     parity_prompts: list[str] | None = None,
     parity_images: list[str | Path] | None = None,
     calib_prompts: list[str] | None = None,
@@ -73,7 +74,9 @@ def export_bundle(
     `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct).
     `vocabulary` (a list of prompts) stores their text features (`vocabulary_precision`: fp16 or int8) instead
     of a text_encoder graph; `prune_vocabulary` (a corpus of prompts) keeps only the token-table rows the corpus
-    needs in a student's text encoder, with a tokenizer.json of NEW ids; see litetext.vocabulary."""
+    needs in a student's text encoder, with a tokenizer.json of NEW ids; see litetext.vocabulary.
+    `heads_semantics` ("upstream" or "transformers") overrides the one the weights' origin chooses
+    (litetext.models.heads_semantics)."""
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
     from litetext.calibration.parity import instances_agree, passes
     from litetext.runtimes.torch_runner import TorchRunner
@@ -82,7 +85,12 @@ def export_bundle(
     module = target_module(target)
     if precision not in module.PRECISIONS:
         raise LitetextError(f"the {target} target exports {', '.join(module.PRECISIONS)}, not {precision!r}")
-    graphs = list(graphs or GRAPH_NAMES)
+    from litetext.models.heads_semantics import get_heads_semantics, semantics_manifest
+    from litetext.models.upstream_files import available_graphs
+
+    if heads_semantics is not None:
+        loaded = replace(loaded, heads_semantics=get_heads_semantics(heads_semantics).name)
+    graphs = list(graphs or available_graphs(loaded, GRAPH_NAMES))
     if vocabulary is not None:  # stored features replace the text encoder
         graphs = [g for g in graphs if g != "text_encoder"]
     unknown = [g for g in graphs if g not in GRAPH_NAMES]
@@ -194,6 +202,8 @@ def export_bundle(
                                          vocabulary_size=len(pruning.vocabulary), ids="pruned: see text_path")
         if text_path is not None:
             manifest["text_path"] = text_path
+        if "heads" in graphs:
+            manifest["heads_semantics"] = semantics_manifest(loaded)
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
     progress(f"wrote {Path(out)}")
@@ -308,6 +318,9 @@ class GraphFeeds:
 
     def _heads_batches(self) -> list[dict[str, np.ndarray]]:
         """One batch per image: the image with two prompts (batch 2), features from the PyTorch graphs."""
+        from litetext.models.heads_semantics import heads_attention_mask, heads_semantics_of
+
+        semantics = heads_semantics_of(self.loaded)
         vision, text = self._reference("vision_encoder"), self._reference("text_encoder")
         batches = []
         for i, pixels in enumerate(self.pixels):
@@ -315,7 +328,8 @@ class GraphFeeds:
             text_feed = {"input_ids": self.input_ids[pick], "attention_mask": self.attention_mask[pick]}
             features = text.infer(text_feed)["text_features"]
             levels = {k: np.repeat(v, 2, axis=0) for k, v in vision.infer({"pixel_values": pixels}).items()}
-            batches.append({**levels, "text_features": features, "attention_mask": text_feed["attention_mask"]})
+            mask = heads_attention_mask(text_feed["input_ids"], text_feed["attention_mask"], semantics)
+            batches.append({**levels, "text_features": features, "attention_mask": mask})
         return batches
 
     def _reference(self, name: str):
@@ -366,6 +380,8 @@ def tool_versions() -> dict[str, str]:
 
 
 def _manifest(loaded, target, precision, ctx, padding, graphs, prompts, images, module) -> dict[str, Any]:
+    from litetext.image_resize import RESIZE_DESCRIPTION
+
     g = model_geometry(loaded)
     config = loaded.model.config
     return {
@@ -388,7 +404,7 @@ def _manifest(loaded, target, precision, ctx, padding, graphs, prompts, images, 
         },
         "preprocess": {
             "image_size": g.image_size,
-            "resize": "bilinear to image_size x image_size (aspect ratio not kept)",
+            "resize": RESIZE_DESCRIPTION,
             "rescale": 1 / 255,
             "mean": [0.5, 0.5, 0.5],
             "std": [0.5, 0.5, 0.5],

@@ -475,6 +475,37 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Raises ValueError with a one-line message when the file is missing, truncated, not a PyTorch file,
     needs code to unpickle, or holds no `detector.` keys."""
     path = Path(path)
+    state = state_dict_of(path, load_payload(path))
+    if not any(isinstance(k, str) and k.startswith(DETECTOR_PREFIX) for k in state):
+        prefixes = sorted({str(k).split(".", 1)[0] for k in state})
+        raise ValueError(
+            f"checkpoint {path} has no '{DETECTOR_PREFIX}' keys (top-level names: {', '.join(prefixes[:8]) or 'none'}); "
+            "expected an upstream SAM3 / SAM3-LiteText detector checkpoint"
+        )
+    return dict(state)
+
+
+def state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded payload: `{"model": sd}`, `{"state_dict": sd}` or a bare state dict (other
+    entries beside the wrapper, such as `meta`, are not part of it). ValueError when it holds non-tensors."""
+    state = obj
+    if isinstance(obj, Mapping):
+        for wrapper in ("model", "state_dict"):
+            if isinstance(obj.get(wrapper), Mapping):
+                state = obj[wrapper]
+                break
+    if not isinstance(state, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"checkpoint {path} has entries that are not tensors: {', '.join(map(str, not_tensors[:5]))}")
+    return dict(state)
+
+
+def load_payload(path: str | Path) -> Any:
+    """What an upstream .pt file holds (a dict, usually), read with `torch.load(weights_only=True)`: never runs
+    code. Raises ValueError with one line when the file is missing, truncated, not a PyTorch file or needs code."""
+    path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist or is not a file")
     try:
@@ -489,25 +520,7 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {reason}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, IndexError, KeyError) as e:
         raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {_first_line(e)}") from None
-
-    state = obj
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
-            if isinstance(obj.get(wrapper), Mapping):
-                state = obj[wrapper]
-                break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
-    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(f"checkpoint {path} has entries that are not tensors: {', '.join(map(str, not_tensors[:5]))}")
-    if not any(isinstance(k, str) and k.startswith(DETECTOR_PREFIX) for k in state):
-        prefixes = sorted({str(k).split(".", 1)[0] for k in state})
-        raise ValueError(
-            f"checkpoint {path} has no '{DETECTOR_PREFIX}' keys (top-level names: {', '.join(prefixes[:8]) or 'none'}); "
-            "expected an upstream SAM3 / SAM3-LiteText detector checkpoint"
-        )
-    return dict(state)
+    return obj
 
 
 def _unpickler_reason(error: BaseException) -> str:
