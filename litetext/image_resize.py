@@ -7,6 +7,10 @@ and ATen's `_upsample_bilinear2d_aa`): output pixel i of an axis, at scale s = i
 c = s (i + 0.5), reads inputs j in [trunc(c - r + 0.5), trunc(c + r + 0.5)) with r = max(s, 1), weighted by
 max(0, 1 - |(j - c + 0.5) / max(s, 1)|), normalised to sum 1. Upscaling (s < 1) is plain bilinear with
 half-pixel centres.
+
+torchvision computes this two ways: in float then rounded (on a GPU, upstream's device, and on CPUs without AVX2),
+and on AVX2 CPUs with ATen's fixed-point uint8 kernel, which rounds after each pass (as PIL does) and so lands one
+step away on 10-20% of pixels. This module computes the float way; tests/test_image_resize.py measures both.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import numpy as np
 
 RESIZE_DESCRIPTION = (
     "antialiased bilinear (torchvision v2.Resize on the uint8 image, antialias=True: a triangle filter whose "
-    "support grows with the downscale factor) to image_size x image_size, aspect ratio not kept, rounded to uint8, "
-    "then rescale and normalise; litetext.image_resize"
+    "support grows with the downscale factor; computed in float, as on a GPU) to image_size x image_size, aspect "
+    "ratio not kept, rounded to uint8, then rescale and normalize; litetext.image_resize"
 )
 
 
