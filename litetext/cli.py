@@ -81,7 +81,8 @@ def model_options(command):
 def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, deployment_target, compute_units,
            batch_sizes, graphs, context_length, precision,
            text_padding, heads_semantics, parity_prompts, parity_images, calib_prompts, calib_images, calib_set,
-           calib_method, min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out, force):
+           calib_method, min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out,
+           force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module

@@ -191,7 +191,8 @@ def test_onnx_heads_export_carries_the_semantics_with_parity(tmp_path, semantics
         if semantics == "upstream":
             positions = _positions(loaded, levels)
             token = _transformers_empty_prompt_token(loaded.model, levels, positions)
-            text_in, mask_in = torch.cat([text, token], 1), torch.cat([torch.from_numpy(mask), torch.ones(2, 1).long()], 1)
+            text_in = torch.cat([text, token], 1)
+            mask_in = torch.cat([torch.from_numpy(mask), torch.ones(2, 1, dtype=torch.long)], 1)
         else:
             text_in, mask_in = text, torch.from_numpy(mask)
         graph = build_graph("heads", reference, CTX, get_padding("upstream"))

@@ -240,7 +240,9 @@ class HeadsGraph(nn.Module):
 
         self.model = loaded.model
         self.semantics = heads_semantics_of(loaded)
-        self.geometry_token = EmptyPromptGeometryToken(self.model.geometry_encoder) if self.semantics.geometry_token else None
+        self.geometry_token = None
+        if self.semantics.geometry_token:  # upstream: appended inside the graph, so every target has it
+            self.geometry_token = EmptyPromptGeometryToken(self.model.geometry_encoder)
         g = model_geometry(loaded)
         encode = self.model.vision_encoder.neck.position_encoding
         for i, size in enumerate(g.fpn_sizes):
