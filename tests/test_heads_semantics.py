@@ -212,3 +212,19 @@ def _run_model(graph, levels, text, mask):
                                                fpn_position_encoding=(*positions, positions[2]))
     return graph.model(vision_embeds=vision, text_embeds=BaseModelOutputWithPooling(pooler_output=text),
                        attention_mask=mask)
+
+
+def test_predict_feeds_the_heads_the_bundles_mask(tmp_path):
+    """An upstream-semantics bundle: predict gives the heads id != 0 (the "!" of "a cat!;)" masked out)."""
+    from litetext.calibration.data import builtin_asset, load_rgb
+    from litetext.export import export_bundle
+    from litetext.predict import Predictor
+
+    export_bundle(tiny_model("litetext-s0", seed=9), tmp_path / "b", parity_prompts=["a cat", "a red car"])
+    predictor = Predictor(tmp_path / "b")
+    assert predictor.bundle.manifest["heads_semantics"]["name"] == "upstream"  # random weights: by default
+    heads, seen = predictor.runners["heads"], {}
+    predictor.runners["heads"] = types.SimpleNamespace(infer=lambda feed: seen.update(feed) or heads.infer(feed))
+    predictor(load_rgb(builtin_asset("chelsea.png")), "a cat!;)", threshold=0.0)
+    ids = ClipTokenizer()(["a cat!;)"], CTX, 0).input_ids
+    np.testing.assert_array_equal(seen["attention_mask"], (ids != 0).astype(np.int64))
