@@ -53,6 +53,10 @@ def model_options(command):
 @click.option("--text-padding", default="upstream", show_default=True,
               help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
                    "(pad 49407, masked).")
+@click.option("--heads-semantics", type=click.Choice(["upstream", "transformers"]),
+              help="upstream (the empty-prompt geometry token, text valid where id != 0: how upstream's weights "
+                   "were trained) or transformers (neither). Default: by the weights' origin (upstream .pt and "
+                   "random weights: upstream; a transformers folder: transformers).")
 @click.option("--parity-prompts", multiple=True, type=click.Path(),
               help="Prompt files or folders to check parity on (default: the 80 COCO names).")
 @click.option("--parity-images", multiple=True, type=click.Path(),
@@ -76,8 +80,9 @@ def model_options(command):
 @friendly_errors
 def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, deployment_target, compute_units,
            batch_sizes, graphs, context_length, precision,
-           text_padding, parity_prompts, parity_images, calib_prompts, calib_images, calib_set, calib_method,
-           min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out, force):
+           text_padding, heads_semantics, parity_prompts, parity_images, calib_prompts, calib_images, calib_set,
+           calib_method, min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out,
+           force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
@@ -104,7 +109,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
                               ("min_cosine_worst_1pct", min_cosine_worst_1pct)] if v is not None}
     manifest = export_bundle(
         loaded, out, target=target, graphs=split_list(graphs) or None, context_length=context_length,
-        precision=precision, text_padding=text_padding, parity_prompts=prompts,
+        precision=precision, text_padding=text_padding, heads_semantics=heads_semantics, parity_prompts=prompts,
         parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_images=list(calib_images) or None,
         calib_method=calib_method,
         vocabulary=read_prompts(list(vocabulary_files)) if vocabulary_files else None,

@@ -11,6 +11,7 @@ from litetext.calibration.data import load_rgb, preprocess_image
 from litetext.errors import LitetextError
 from litetext.bundle import Bundle
 from litetext.files import write_json_atomic
+from litetext.models.heads_semantics import heads_attention_mask, semantics_of_manifest
 from litetext.postprocess import Instance, postprocess
 
 NEEDED_GRAPHS = ("text_encoder", "vision_encoder", "heads")
@@ -38,14 +39,16 @@ class Predictor:
         self.image_size = int(self.bundle.manifest["preprocess"]["image_size"])
 
     def __call__(self, rgb: np.ndarray, prompt: str, threshold: float = 0.5) -> list[Instance]:
+        padding = self.bundle.text_padding
+        tokens = self.tokenizer([prompt], context_length=self.bundle.context_length, pad_id=padding.pad_id)
         if self.vocabulary is not None:
             features, mask = self.vocabulary.lookup(prompt)  # LitetextError for a prompt not in the list
             text = {"text_features": features}
         else:
-            padding = self.bundle.text_padding
-            tokens = self.tokenizer([prompt], context_length=self.bundle.context_length, pad_id=padding.pad_id)
             mask = tokens.attention_mask
             text = self.runners["text_encoder"].infer({"input_ids": tokens.input_ids, "attention_mask": mask})
+        # The heads' mask follows the bundle's heads semantics (upstream: ids that are 0 are not attended to).
+        mask = heads_attention_mask(tokens.input_ids, mask, semantics_of_manifest(self.bundle.manifest))
         levels = self.runners["vision_encoder"].infer({"pixel_values": preprocess_image(rgb, self.image_size)})
         outputs = self.runners["heads"].infer({**levels, **text, "attention_mask": mask})
         return postprocess(outputs, rgb.shape[0], rgb.shape[1], threshold)

@@ -1,5 +1,7 @@
 """The export wrappers reproduce the transformers models exactly, for both padding semantics."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -74,7 +76,8 @@ def test_position_table_is_interpolated_for_another_context():
 
 
 def test_heads_graph_equals_full_model():
-    loaded = tiny_model("litetext-s0")
+    # transformers heads semantics: the model's own forward, no geometry token (tests/test_heads_semantics.py)
+    loaded = dataclasses.replace(tiny_model("litetext-s0"), heads_semantics="transformers")
     padding = get_padding("transformers")
     ids, mask = _ids(padding)
     pixels = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))

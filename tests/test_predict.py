@@ -35,7 +35,9 @@ def transformers_post_process():
 def bundle_and_reference(request, tmp_path_factory, tiny_s0):
     padding = request.param
     out = tmp_path_factory.mktemp("predict") / padding
-    export_bundle(tiny_s0, out, text_padding=padding)
+    # The reference is the transformers pipeline, so the heads run the transformers way (no geometry token);
+    # upstream heads semantics: tests/test_heads_semantics.py
+    export_bundle(tiny_s0, out, text_padding=padding, heads_semantics="transformers")
     return Predictor(out), tiny_s0, padding
 
 

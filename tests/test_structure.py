@@ -15,7 +15,7 @@ MAX_LINES = 500
 LAYERS = [
     ("litetext.errors", "litetext.files", "litetext.onnx_graph"),
     ("litetext.models",),
-    ("litetext.tokenizer", "litetext.postprocess"),
+    ("litetext.tokenizer", "litetext.postprocess", "litetext.image_resize"),
     ("litetext.runtimes",),
     ("litetext.vocabulary.stored", "litetext.bundle"),
     ("litetext.calibration", "litetext.vocabulary", "litetext.vocabulary.build"),

@@ -14,12 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from litetext.models.upstream import (
-    detect_family,
-    hf_to_upstream,
-    read_upstream_checkpoint,
-    upstream_to_hf,
-)
+from litetext.models.upstream import detect_family, hf_to_upstream, upstream_to_hf
+from litetext.models.upstream_files import read_upstream_checkpoint
 
 VISION = dict(
     model_type="sam3_vision_model",

@@ -148,7 +148,8 @@ def _graph_feeds(target: Target, graph: str, batch: int, feeds, references: Refe
     if missing:
         raise LitetextError(f"heads feeds need {' and '.join(missing)} from {source.label} (or a --reference that has them)")
     return feeds.heads(target.context_length, target.padding, target.image_size, batch,
-                       references.runner(source, "text_encoder"), references.runner(source, "vision_encoder"))
+                       references.runner(source, "text_encoder"), references.runner(source, "vision_encoder"),
+                       target.heads_semantics)
 
 
 def _parity(graph: str, batch: int, runner, graph_feeds, ref: Target | None, references: References,

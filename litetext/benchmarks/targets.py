@@ -46,6 +46,11 @@ class Target:
     def image_size(self) -> int:
         raise NotImplementedError
 
+    @property
+    def heads_semantics(self):
+        """How the heads' mask is built (litetext.models.heads_semantics)."""
+        raise NotImplementedError
+
     def model_info(self) -> dict[str, Any]:
         """preset, family, weights (where from), weights_label, random."""
         raise NotImplementedError
@@ -113,6 +118,12 @@ class BundleTarget(Target):
     @property
     def image_size(self) -> int:
         return int(self.bundle.manifest["preprocess"]["image_size"])
+
+    @property
+    def heads_semantics(self):
+        from litetext.models.heads_semantics import semantics_of_manifest
+
+        return semantics_of_manifest(self.bundle.manifest)
 
     def model_info(self) -> dict[str, Any]:
         model = self.bundle.manifest["model"]
@@ -333,6 +344,12 @@ class TorchTarget(Target):
         from litetext.models.graphs import model_geometry
 
         return model_geometry(self.loaded).image_size
+
+    @property
+    def heads_semantics(self):
+        from litetext.models.heads_semantics import heads_semantics_of
+
+        return heads_semantics_of(self.loaded)
 
     def model_info(self) -> dict[str, Any]:
         loaded = self._state["loaded"]

@@ -154,11 +154,9 @@ def load_rgb(path: str | Path) -> np.ndarray:
 
 
 def preprocess_image(rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """uint8 RGB [H, W, 3] -> pixel_values float32 [1, 3, S, S]: bilinear resize to S x S (aspect not kept,
-    as SAM3's processor), scale to 0..1, normalize with mean 0.5 and std 0.5."""
-    from PIL import Image
+    """uint8 RGB [H, W, 3] -> pixel_values float32 [1, 3, S, S]: upstream's antialiased bilinear resize to S x S
+    (aspect not kept, as SAM3's processor), scale to 0..1, normalize with mean 0.5 and std 0.5
+    (litetext.image_resize)."""
+    from litetext.image_resize import pixel_values
 
-    resized = Image.fromarray(rgb).resize((image_size, image_size), Image.Resampling.BILINEAR)
-    x = np.asarray(resized, dtype=np.float32) / 255.0
-    x = (x - 0.5) / 0.5
-    return x.transpose(2, 0, 1)[None].copy()
+    return pixel_values(rgb, image_size)

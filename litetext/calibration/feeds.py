@@ -97,8 +97,12 @@ class RealInputs:
             out.append({"pixel_values": np.concatenate([pixels[(start + j) % n] for j in range(batch)])})
         return GraphFeeds(out)
 
-    def heads(self, context_length: int, padding, image_size: int, batch: int, text_runner, vision_runner) -> GraphFeeds:
-        """One feed per image: its FPN levels repeated `batch` times, with `batch` prompts."""
+    def heads(self, context_length: int, padding, image_size: int, batch: int, text_runner, vision_runner,
+              semantics=None) -> GraphFeeds:
+        """One feed per image: its FPN levels repeated `batch` times, with `batch` prompts. The heads' mask
+        follows `semantics` (litetext.models.heads_semantics; upstream: ids that are 0 are not attended to)."""
+        from litetext.models.heads_semantics import heads_attention_mask
+
         ids, mask = self.tokens(context_length, padding.pad_id)
         n = len(ids)
         out, sizes = [], []
@@ -106,8 +110,9 @@ class RealInputs:
             rows = [(i * batch + j) % n for j in range(batch)]
             text = text_runner.infer({"input_ids": ids[rows], "attention_mask": mask[rows]})["text_features"]
             levels = vision_runner.infer({"pixel_values": pixels})
+            heads_mask = mask[rows] if semantics is None else heads_attention_mask(ids[rows], mask[rows], semantics)
             out.append({**{k: np.repeat(v, batch, axis=0) for k, v in levels.items()},
-                        "text_features": text, "attention_mask": mask[rows]})
+                        "text_features": text, "attention_mask": heads_mask})
             sizes.append((int(rgb.shape[0]), int(rgb.shape[1])))
         return GraphFeeds(out, sizes)
 

@@ -40,6 +40,7 @@ def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibra
     the PyTorch text encoder."""
     from litetext.calibration.data import builtin_images, read_images
     from litetext.models.graphs import build_graph, describe_graphs
+    from litetext.models.heads_semantics import heads_semantics_of
     from litetext.runtimes.torch_runner import TorchRunner
 
     recorded = [i["path"] for i in calibration.report.get("calibration_set", {}).get("images", [])]
@@ -54,6 +55,6 @@ def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibra
         specs = describe_graphs(loaded, ctx, padding)
         text, vision = (TorchRunner(build_graph(g, loaded, ctx, padding), specs[g])
                         for g in ("text_encoder", "vision_encoder"))
-        batches = inputs.heads(ctx, padding, image_size, 2, text, vision).feeds
+        batches = inputs.heads(ctx, padding, image_size, 2, text, vision, heads_semantics_of(loaded)).feeds
     return [{k: v[i : i + 1] for k, v in batch.items()} for batch in batches
             for i in range(len(next(iter(batch.values()))))]

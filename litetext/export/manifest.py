@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from litetext.bundle import FORMAT_VERSION, TOKENIZER
+from litetext.image_resize import RESIZE_DESCRIPTION
+from litetext.models.heads_semantics import semantics_manifest
 from litetext.models.graphs import END_ID, START_ID, model_geometry
 
 
@@ -37,7 +39,7 @@ def build_manifest(plan, graphs: dict[str, Any], text_path: dict[str, Any] | Non
         },
         "preprocess": {
             "image_size": model_geometry(loaded).image_size,
-            "resize": "bilinear to image_size x image_size (aspect ratio not kept)",
+            "resize": RESIZE_DESCRIPTION,
             "rescale": 1 / 255,
             "mean": [0.5, 0.5, 0.5],
             "std": [0.5, 0.5, 0.5],
@@ -66,6 +68,8 @@ def build_manifest(plan, graphs: dict[str, Any], text_path: dict[str, Any] | Non
                                      vocabulary_size=len(plan.pruning.vocabulary), ids="pruned: see text_path")
     if text_path is not None:
         manifest["text_path"] = text_path
+    if "heads" in graphs:
+        manifest["heads_semantics"] = semantics_manifest(loaded)
     return manifest
 
 

@@ -64,6 +64,7 @@ def export_bundle(
     context_length: int | None = None,
     precision: str = "fp32",
     text_padding: str = "upstream",
+    heads_semantics: str | None = None,
     parity_prompts: list[str] | None = None,
     parity_images: list[str | Path] | None = None,
     calib_prompts: list[str] | None = None,
@@ -86,7 +87,13 @@ def export_bundle(
     `gate` lowers the INT8 parity gate explicitly (keys min_cosine_mean, min_cosine_worst_1pct).
     `vocabulary` (a list of prompts) stores their text features (`vocabulary_precision`: fp16 or int8) instead
     of a text_encoder graph; `prune_vocabulary` (a corpus of prompts) keeps only the token-table rows the corpus
-    needs in a student's text encoder, with a tokenizer.json of NEW ids; see litetext.vocabulary."""
+    needs in a student's text encoder, with a tokenizer.json of NEW ids; see litetext.vocabulary.
+    `heads_semantics` ("upstream" or "transformers") overrides the one the weights' origin chooses
+    (litetext.models.heads_semantics)."""
+    if heads_semantics is not None:
+        from litetext.models.heads_semantics import get_heads_semantics
+
+        loaded = replace(loaded, heads_semantics=get_heads_semantics(heads_semantics).name)
     plan = plan_export(loaded, target, graphs, context_length, precision, text_padding, parity_prompts,
                        parity_images, gate, target_options, vocabulary,
                        dict(prompts=calib_prompts, set=calib_set, images=calib_images, method=calib_method))
@@ -113,7 +120,9 @@ def plan_export(loaded, target, graphs, context_length, precision, text_padding,
     module = target_module(target)
     if precision not in module.PRECISIONS:
         raise LitetextError(f"the {target} target exports {', '.join(module.PRECISIONS)}, not {precision!r}")
-    graphs = list(graphs or GRAPH_NAMES)
+    from litetext.models.upstream_files import available_graphs
+
+    graphs = list(graphs or available_graphs(loaded, GRAPH_NAMES))
     if vocabulary is not None:  # stored features replace the text encoder
         graphs = [g for g in graphs if g != "text_encoder"]
     unknown = [g for g in graphs if g not in GRAPH_NAMES]
@@ -180,8 +189,10 @@ def parity_feeds(plan: ExportPlan, name: str) -> GraphFeeds:
         return inputs.text(plan.context_length, plan.padding, TEXT_BATCH, wrap=False)
     if name == "vision_encoder":
         return inputs.vision(size, 1)
+    from litetext.models.heads_semantics import heads_semantics_of
+
     return inputs.heads(plan.context_length, plan.padding, size, HEADS_PROMPTS, reference(plan, "text_encoder"),
-                        reference(plan, "vision_encoder"))
+                        reference(plan, "vision_encoder"), heads_semantics_of(plan.loaded))
 
 
 def calibrate(plan: ExportPlan, name: str):

@@ -230,11 +230,19 @@ class VisionEncoderGraph(nn.Module):
 
 class HeadsGraph(nn.Module):
     """FPN levels + text features -> detections. Runs the model's own forward with precomputed inputs; the
-    sine position encodings depend only on the feature-map size, so they are constants of the graph."""
+    sine position encodings depend only on the feature-map size, so they are constants of the graph.
+    Under upstream heads semantics (litetext.models.heads_semantics) the empty-prompt geometry token is
+    appended to the text tokens first."""
 
     def __init__(self, loaded: LoadedModel):
         super().__init__()
+        from litetext.models.heads_semantics import EmptyPromptGeometryToken, heads_semantics_of
+
         self.model = loaded.model
+        self.semantics = heads_semantics_of(loaded)
+        self.geometry_token = None
+        if self.semantics.geometry_token:  # upstream: appended inside the graph, so every target has it
+            self.geometry_token = EmptyPromptGeometryToken(self.model.geometry_encoder)
         g = model_geometry(loaded)
         encode = self.model.vision_encoder.neck.position_encoding
         for i, size in enumerate(g.fpn_sizes):
@@ -251,6 +259,11 @@ class HeadsGraph(nn.Module):
             fpn_hidden_states=(fpn_0, fpn_1, fpn_2, fpn_2),
             fpn_position_encoding=(*positions, positions[2]),
         )
+        if self.geometry_token is not None:
+            from litetext.models.heads_semantics import append_geometry_token
+
+            text_features, attention_mask = append_geometry_token(self.geometry_token, text_features, attention_mask,
+                                                                  fpn_2, positions[2])
         out = self.model(
             vision_embeds=vision,
             text_embeds=BaseModelOutputWithPooling(pooler_output=text_features),
@@ -272,6 +285,9 @@ def _vision_output_class(model):
 def build_graph(name: str, loaded: LoadedModel, context_length: int, padding: TextPadding,
                 kept_ids=None) -> nn.Module:
     """`kept_ids` prunes the text encoder's token table (TextEncoderGraph)."""
+    from litetext.models.upstream_files import check_graph_available
+
+    check_graph_available(loaded, name)
     if name == "text_encoder":
         return TextEncoderGraph(loaded, context_length, padding, kept_ids).eval()
     if name == "vision_encoder":

@@ -31,6 +31,7 @@ class LoadedModel:
     family: str  # TEACHER or STUDENT
     weights: dict[str, Any]  # where the weights came from; goes into every manifest and result
     preset: str | None = None
+    heads_semantics: str | None = None  # "upstream" or "transformers"; None: by the weights' origin
 
     @property
     def is_random(self) -> bool:
@@ -128,13 +129,20 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
 def _load_upstream_file(
     path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None
 ) -> LoadedModel:
-    from litetext.models.upstream import read_upstream_checkpoint, upstream_to_hf
+    from litetext.models.upstream import upstream_to_hf
+    from litetext.models.upstream_files import read_upstream_file, resolve_context_length, split_text_only_keys
 
-    ctx = _context_length(spec, context_length)
     try:
-        upstream = read_upstream_checkpoint(path)
+        upstream = read_upstream_file(path)
+        if upstream.text_only and spec.family != STUDENT:
+            raise LitetextError(f"{path} holds a LiteText student text encoder only; load it with --model "
+                                "litetext-s0, litetext-s1 or litetext-l")
+        ctx = context_length
+        if spec.family == STUDENT:  # the file may say its context length (meta, or a table of ctx rows)
+            ctx = resolve_context_length(path, upstream, ctx, spec.context_lengths, spec.default_context_length)
+        ctx = _context_length(spec, ctx)
         # Upstream keeps the first `ctx` rows of the student's 77-row position table (it does not interpolate).
-        converted = upstream_to_hf(upstream, spec.family, context_length=ctx if spec.family == STUDENT else None)
+        converted = upstream_to_hf(upstream.state, spec.family, context_length=ctx if spec.family == STUDENT else None)
     except ValueError as e:
         raise LitetextError(str(e)) from None
     if converted.unmapped:
@@ -153,6 +161,8 @@ def _load_upstream_file(
     model = model_class(spec.family)(build_config(spec, ctx, overrides))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
+    if upstream.text_only:  # a stage-1 file fills the text encoder alone; the rest is never exported
+        missing, _ = split_text_only_keys(missing)
     unexpected = [k for k in state if k not in expected]
     mismatched = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -160,8 +170,12 @@ def _load_upstream_file(
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     _fail_on_key_problems(path, missing, unexpected, mismatched, hint=f"is {spec.name} the right preset?")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not upstream.text_only)
     weights = {"kind": "checkpoint", "format": "upstream", "path": str(path), "sha256": sha256_of(path)}
+    if upstream.text_only:
+        weights["contents"] = "text_encoder"
+    if upstream.meta:
+        weights["meta"] = {k: v for k, v in upstream.meta.items() if isinstance(v, (int, float, str, type(None)))}
     return LoadedModel(model.eval(), spec.family, weights, spec.name)
 
 

@@ -51,12 +51,9 @@ any other key no rule matches is reported in ``UpstreamConversion.unmapped`` so 
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -469,64 +466,6 @@ def detect_family(state_dict: Mapping[str, Any]) -> str | None:
     return None
 
 
-def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load an upstream .pt checkpoint's state dict without running code from it
-    (`torch.load(weights_only=True)`). Accepts `{"model": sd}`, `{"state_dict": sd}` or a bare state dict.
-    Raises ValueError with a one-line message when the file is missing, truncated, not a PyTorch file,
-    needs code to unpickle, or holds no `detector.` keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist or is not a file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = _unpickler_reason(e)
-        if "Unsupported global" in reason:  # the pickle names a class/function: loading it could run code
-            raise ValueError(
-                f"checkpoint {path} holds objects other than tensors and plain containers; "
-                f"refusing to unpickle them: {reason}"
-            ) from None
-        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {reason}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, IndexError, KeyError) as e:
-        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {_first_line(e)}") from None
-
-    state = obj
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
-            if isinstance(obj.get(wrapper), Mapping):
-                state = obj[wrapper]
-                break
-    if not isinstance(state, Mapping):
-        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
-    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(f"checkpoint {path} has entries that are not tensors: {', '.join(map(str, not_tensors[:5]))}")
-    if not any(isinstance(k, str) and k.startswith(DETECTOR_PREFIX) for k in state):
-        prefixes = sorted({str(k).split(".", 1)[0] for k in state})
-        raise ValueError(
-            f"checkpoint {path} has no '{DETECTOR_PREFIX}' keys (top-level names: {', '.join(prefixes[:8]) or 'none'}); "
-            "expected an upstream SAM3 / SAM3-LiteText detector checkpoint"
-        )
-    return dict(state)
-
-
-def _unpickler_reason(error: BaseException) -> str:
-    """The specific line of torch's multi-line weights_only error ("Unsupported global: ...",
-    "Unsupported operand 110", ...)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    detail = text.split("WeightsUnpickler error:", 1)
-    if len(detail) == 2:
-        lines = [line.strip() for line in detail[1].splitlines() if line.strip()]
-        if lines:
-            return lines[0].split(" Please use ", 1)[0]  # drop torch's advice to allowlist it
-    return _first_line(error)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-
-
 __all__ = [
     "COMMON_RULES",
     "FAMILIES",
@@ -536,6 +475,5 @@ __all__ = [
     "UpstreamConversion",
     "detect_family",
     "hf_to_upstream",
-    "read_upstream_checkpoint",
     "upstream_to_hf",
 ]
