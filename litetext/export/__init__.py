@@ -260,7 +260,11 @@ def _image_calibration_feeds(name, loaded, ctx, padding, calibration, calib_imag
     mask = np.concatenate([f["attention_mask"] for f in calibration.feeds])
     feeds = GraphFeeds(loaded, ctx, padding, [], images, need_images=True, tokens=(ids, mask))
     calibration.report["calibration_images"] = [Path(p).name for p in images]
-    return [{k: v[i : i + 1] for k, v in batch.items()} for batch in feeds.for_graph(name)
+    batches = feeds.for_graph(name)
+    if name == "heads":  # the search keeps the instances the gate checks (each heads batch is one image)
+        calibration.instance_image_sizes = [feeds.image_sizes[i] for i, batch in enumerate(batches)
+                                            for _ in range(len(next(iter(batch.values()))))]
+    return [{k: v[i : i + 1] for k, v in batch.items()} for batch in batches
             for i in range(len(next(iter(batch.values()))))]
 
 
