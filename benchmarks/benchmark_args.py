@@ -9,6 +9,8 @@ def model_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--model PRESET (random weights, seed 0) or --checkpoint PATH (the preset's trained weights)."""
     parser.add_argument("--model", default="litetext-s0")
     parser.add_argument("--checkpoint", help="a checkpoint of --model (default: random weights, seed 0)")
+    parser.add_argument("--init", default="stress", choices=["stress", "transformers"],
+                        help="random weights: stress (every layer matters) or transformers' own initialisation")
     return parser
 
 
@@ -25,4 +27,4 @@ def load_benchmark_model(args: argparse.Namespace):
 
     if args.checkpoint:
         return load_model(args.model, checkpoint=args.checkpoint)
-    return load_model(args.model, random_init=True, seed=0)
+    return load_model(args.model, random_init=True, seed=0, init=args.init)

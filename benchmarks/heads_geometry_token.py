@@ -29,11 +29,11 @@ import torch
 
 from litetext.calibration.data import load_rgb, preprocess_image
 from litetext.calibration.parity import box_iou, mask_iou_matrix
-from litetext.export import tool_versions
-from litetext.export.bundle import write_json_atomic
+from litetext.export.manifest import tool_versions
+from litetext.files import write_json_atomic
 from litetext.models.graphs import build_graph, get_padding, model_geometry
 from litetext.models.heads_semantics import get_heads_semantics, heads_attention_mask
-from litetext.predict import query_scores
+from litetext.postprocess import query_scores
 from litetext.tokenizer import ClipTokenizer
 
 from benchmark_args import load_benchmark_model, model_arguments

@@ -30,6 +30,9 @@ def model_options(command):
         click.option("--checkpoint", type=click.Path(), help="transformers folder or upstream .pt checkpoint."),
         click.option("--random-init", is_flag=True, help="Seeded RANDOM weights (no checkpoint needed)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init."),
+        click.option("--init", type=click.Choice(["stress", "transformers"]), default="stress", show_default=True,
+                     help="--random-init weights: stress (every layer matters: layer scales, norms, BatchNorm "
+                          "statistics and biases drawn away from identity) or transformers (the library's own)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -78,7 +81,7 @@ def model_options(command):
 @click.option("-o", "--out", required=True, type=click.Path(), help="Bundle folder to write.")
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
-def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, deployment_target, compute_units,
+def export(preset, checkpoint, random_init, seed, init, target, tensorrt_versions, deployment_target, compute_units,
            batch_sizes, graphs, context_length, precision,
            text_padding, heads_semantics, parity_prompts, parity_images, calib_prompts, calib_images, calib_set,
            calib_method, min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out,
@@ -99,7 +102,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
         module.check_options(precision, **options)  # so does a w4 for iOS17
     BundleWriter(out, force)  # so does an existing OUT
     progress = _progress()
-    loaded = load_model(preset, checkpoint, random_init, seed, context_length)
+    loaded = load_model(preset, checkpoint, random_init, seed, context_length, init=init)
     prompts = read_prompts(list(parity_prompts)) if parity_prompts else None
     from litetext.calibration.sets import CalibrationSet
 

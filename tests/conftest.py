@@ -53,11 +53,13 @@ def shared() -> Path:
     return path
 
 
-def tiny_model(preset: str = "litetext-s0", seed: int = 0, context_length: int | None = None):
+def tiny_model(preset: str = "litetext-s0", seed: int = 0, context_length: int | None = None, init: str = "stress"):
+    """Seeded random weights; the stress initialisation (litetext.models.stress_init) makes every layer matter,
+    so a conversion that breaks one fails parity."""
     from litetext.models.loading import load_model
 
     return load_model(preset, random_init=True, seed=seed, context_length=context_length,
-                      config_overrides=tiny_overrides(preset))
+                      config_overrides=tiny_overrides(preset), init=init)
 
 
 @pytest.fixture(scope="session")

@@ -214,15 +214,18 @@ def test_w4_keeps_the_layer_groups_4_bits_harm_most_at_8_bits(tmp_path, small_s0
     graph = build_graph("text_encoder", small_s0, CTX, padding)
     feeds = [feed_for(spec, b) | {"attention_mask": b["attention_mask"]}
              for b in text_batches(builtin_calibration_prompts()[:64], padding, 16)]
-    # a target all-4-bit misses, so that the search has to keep some groups at 8 bits
-    calibration = Int8Calibration(feeds, "minmax", target_cosine_mean=0.99995, prompts=64)
+    # a target all-4-bit misses, so that the search has to keep some groups at 8 bits. Stress weights (cosine
+    # mean on these prompts): all-4-bit 0.9738, the 3 most sensitive groups at 8 bits 0.9992, all 5 at 8 bits
+    # 0.99993 (transformers' weights gave 0.99964 all-4-bit, where this target was 0.99995).
+    target = 0.999
+    calibration = Int8Calibration(feeds, "minmax", target_cosine_mean=target, prompts=64)
     path = coreml.export_graph(graph, spec, feed_for(spec, text_batches(["a", "b"], padding)[0]), tmp_path / "w4.mlpackage",
                                "w4", calibration, deployment_target="iOS18")
     report = calibration.report
     kept = report["layers_kept_8bit"]
     assert 0 < len(kept) < len(report["layer_sensitivity"]) == 5  # embedding, 3 layers, projection
     assert kept[0] == max(report["layer_sensitivity"], key=report["layer_sensitivity"].get)
-    assert report["calibration_parity"]["cosine_mean"] >= 0.99995
+    assert report["calibration_parity"]["cosine_mean"] >= target
     assert json.loads(coreml_describe.inspect_package(path)["metadata"]["com.litetext.layers_kept_8bit"]) == kept
     eight = [int(np.abs(w["integers"]).max()) > 7 for w in coreml_describe.package_weights(path).values()]
     assert 0 < sum(eight) < len(eight)  # 8-bit per channel next to 4-bit per block
@@ -265,14 +268,24 @@ def test_simulated_parity_on_held_out_prompts(text_packages, held_out_prompts):
     before = {k: v.clone() for k, v in graph.state_dict().items()}
     reference = TorchRunner(graph, spec)
     figures = {}
+    # w4 with the layer groups its search keeps at 8 bits on the calibration prompts, as export_bundle has it
+    w4 = Int8Calibration(text_packages["calibration"].feeds, "minmax", prompts=128)
+    w4.report = coreml_simulate.search_w4(graph, spec, w4)
     for precision in ("fp32", "fp16", "w8", "w4", "w8a8"):
-        runner = coreml.simulated_runner(graph, spec, precision, text_packages["calibration"])
+        calibration = w4 if precision == "w4" else text_packages["calibration"]
+        runner = coreml.simulated_runner(graph, spec, precision, calibration)
         figures[precision] = coreml_simulate.measure_parity(reference, runner, batches)["text_features"]
     assert figures["fp32"]["max_abs_error"] == 0.0
-    assert figures["fp16"]["cosine_min"] > 0.99999 and figures["fp16"]["max_abs_error"] < 5e-3
-    assert figures["w8"]["cosine_min"] > 0.9999 and figures["w8"]["cosine_mean"] > 0.99995
+    # fp16 rounds relative to the values: the error bound scales with the features' magnitude (stress weights
+    # give features up to ~15; transformers' stayed near 1, where this is the old 5e-3)
+    fp16 = figures["fp16"]
+    assert fp16["cosine_min"] > 0.99999 and fp16["max_abs_error"] < 5e-3 * max(1.0, fp16["max_abs_reference"])
+    # Stress weights (held-out prompts): w8 cosine mean 0.99992, min 0.99919; w8a8 mean 0.99879; all-4-bit w4
+    # mean 0.9795, under its gate (0.99) until the search keeps groups at 8 bits. The tighter bounds of
+    # transformers' weights are kept in test_simulated_parity_on_transformers_weights.
     assert 0.995 < figures["w4"]["cosine_mean"] < figures["w8"]["cosine_mean"]
-    assert 0.999 < figures["w8a8"]["cosine_mean"] < figures["w8"]["cosine_mean"]
+    assert w4.report["layers_kept_8bit"]
+    assert figures["w8a8"]["cosine_mean"] < figures["w8"]["cosine_mean"]
     assert figures["fp16"]["count"] >= 3 * len(held_out_prompts)  # valid tokens: start, the prompt's, end
     for precision in ("w8", "w4", "w8a8"):  # gates the export applies
         from litetext.calibration.parity import passes
@@ -280,6 +293,31 @@ def test_simulated_parity_on_held_out_prompts(text_packages, held_out_prompts):
         assert passes(figures[precision], coreml.TOLERANCES["text_encoder"][precision]), (precision, figures[precision])
     # the simulation never touched the module the reference runs
     assert all(torch.equal(v, before[k]) for k, v in graph.state_dict().items())
+
+
+def test_simulated_parity_on_transformers_weights(tmp_path, held_out_prompts):
+    """Pinned to transformers' initialisation: near-identity blocks make 8-bit weights and activations almost
+    lossless there (the figures test_simulated_parity_on_held_out_prompts asserted before the stress init)."""
+    from litetext.models.loading import load_model
+
+    model = load_model("litetext-s0", random_init=True, seed=0, init="transformers",
+                       config_overrides={**TINY_HEADS, "text_config": dict(SMALL_TEXT)})
+    padding = get_padding("transformers")
+    spec = describe_graphs(model, CTX, padding)["text_encoder"]
+    graph = build_graph("text_encoder", model, CTX, padding)
+    calibration = Int8Calibration(text_batches(builtin_calibration_prompts()[:128], padding, 16), "minmax",
+                                  prompts=128)
+    example = {k: v[:2] for k, v in text_batches(builtin_prompts()[:2], padding)[0].items()}
+    coreml.export_graph(graph, spec, example, tmp_path / "w8a8.mlpackage", "w8a8", calibration,
+                        deployment_target="iOS18")
+    batches = [feed_for(spec, b) for b in text_batches(held_out_prompts, padding, 50)]
+    reference = TorchRunner(graph, spec)
+    figures = {p: coreml_simulate.measure_parity(reference, coreml.simulated_runner(graph, spec, p, calibration),
+                                        batches)["text_features"] for p in ("fp16", "w8", "w4", "w8a8")}
+    assert figures["fp16"]["cosine_min"] > 0.99999 and figures["fp16"]["max_abs_error"] < 5e-3
+    assert figures["w8"]["cosine_min"] > 0.9999 and figures["w8"]["cosine_mean"] > 0.99995
+    assert 0.995 < figures["w4"]["cosine_mean"] < figures["w8"]["cosine_mean"]
+    assert 0.999 < figures["w8a8"]["cosine_mean"] < figures["w8"]["cosine_mean"]
 
 
 def test_w8a8_simulation_uses_the_packages_scales(text_packages):

@@ -28,8 +28,8 @@ def test_bundle_holds_checked_graphs_tokenizer_and_manifest(bundle):
     assert set(m["graphs"]) == {"text_encoder", "vision_encoder", "heads"}
     assert m["target"] == "onnx" and m["precision"] == "fp32" and m["context_length"] == 16
     assert m["text_padding"] == {"name": "upstream", "pad_id": 0, "attention_masked": False}
-    assert m["model"]["weights"] == {"kind": "random", "seed": 0}
-    assert "RANDOM" in m["model"]["weights_label"]
+    assert m["model"]["weights"] == {"kind": "random", "seed": 0, "init": "stress"}
+    assert m["model"]["weights_label"] == "RANDOM weights (seed 0, stress init), not a trained model"
     for name, graph in m["graphs"].items():
         model = onnx.load(bundle.path / graph["file"])
         assert [i.name for i in model.graph.input] == [t["name"] for t in graph["inputs"]]
@@ -60,7 +60,10 @@ def test_every_graph_matches_torch_at_batch(bundle, tiny_s0, batch):
         want = TorchRunner(build_graph(name, tiny_s0, 16, padding), specs[name]).infer(feed)
         got = bundle.runner(name).infer(feed)
         for key in want:
-            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=2e-5, err_msg=f"{name}.{key}")
+            # fp32 rounding grows with the values summed: the absolute bound scales with the output's magnitude
+            # (stress weights give masks up to ~20; transformers' gave 0.003, where this is the old 2e-5).
+            atol = 2e-5 * max(1.0, float(np.abs(want[key]).max()))
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=atol, err_msg=f"{name}.{key}")
 
 
 def test_bundle_tokenizer_json_gives_the_graph_ids(bundle):

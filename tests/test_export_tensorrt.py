@@ -221,8 +221,11 @@ def test_cache_format_and_versions(tmp_path):
     assert trt_engine.read_calibration_cache(tmp_path / "c")[1] == {"x": 1.0, "y": struct.unpack(">f", bytes.fromhex("3c010204"))[0]}
 
 
-def test_strip_qdq_gives_the_implicit_graph(int8_bundle, tmp_path):
+def test_strip_qdq_gives_the_implicit_graph(int8_bundle, tmp_path, tiny_s0):
     import onnxruntime as ort
+    import torch
+
+    from litetext.models.graphs import build_graph, get_padding
 
     out, _ = int8_bundle
     implicit = tmp_path / "implicit.onnx"
@@ -234,8 +237,17 @@ def test_strip_qdq_gives_the_implicit_graph(int8_bundle, tmp_path):
     feed = {"input_ids": np.array([[49406, 320, 2368, 49407] + [0] * 12] * 2, dtype=np.int64)}
     explicit = ort.InferenceSession(str(out / "text_encoder.onnx")).run(None, feed)[0]
     stripped = ort.InferenceSession(str(implicit)).run(None, feed)[0]
-    cos = (explicit * stripped).sum(-1) / np.linalg.norm(explicit, axis=-1) / np.linalg.norm(stripped, axis=-1)
-    assert cos.min() > 0.999  # the same weights (int8-rounded), without activation rounding
+    with torch.no_grad():
+        fp32 = build_graph("text_encoder", tiny_s0, 16, get_padding("upstream"))(torch.as_tensor(feed["input_ids"]))
+
+    def cosine(a, b):
+        return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+    # The same weights (int8-rounded) without activation rounding: within 0.999 of fp32 on every token, and
+    # nearer fp32 than the Q/DQ graph. (Stress weights: stripped vs fp32 min 0.99979; activation rounding alone,
+    # Q/DQ vs stripped, costs up to 0.0021, judged by the INT8 gate, where transformers' weights cost < 0.001.)
+    assert cosine(stripped, fp32.numpy()).min() > 0.999
+    assert cosine(stripped, fp32.numpy()).mean() > cosine(explicit, fp32.numpy()).mean()
 
 
 def test_onnxruntime_int8_is_not_tensorrt_ready(int8_bundle, tmp_path, tiny_s0):

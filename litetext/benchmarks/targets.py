@@ -194,8 +194,9 @@ class BundleTarget(Target):
         if weights.get("kind") == "random":
             if not model.get("preset"):
                 raise LitetextError(f"{self.bundle.path}: random weights without a preset cannot be rebuilt{hint}")
+            # a manifest written before the stress initialisation existed holds transformers' weights
             recipe = {"preset": model["preset"], "random_init": True, "seed": int(weights["seed"]),
-                      "context_length": ctx}
+                      "init": weights.get("init", "transformers"), "context_length": ctx}
         else:
             if not Path(weights["path"]).exists():
                 raise LitetextError(f"{self.bundle.path} was exported from {weights['path']}, which is not here{hint}")
@@ -235,7 +236,8 @@ class TorchTarget(Target):
         """Wrap a LoadedModel; `config_overrides` (as given to load_model) let a fresh process rebuild it."""
         weights = loaded.weights
         if weights["kind"] == "random":
-            recipe = {"preset": loaded.preset, "random_init": True, "seed": int(weights["seed"])}
+            recipe = {"preset": loaded.preset, "random_init": True, "seed": int(weights["seed"]),
+                      "init": weights["init"]}
         else:
             recipe = {"checkpoint": weights["path"], "preset": loaded.preset}
         if loaded.family == "litetext":
@@ -357,9 +359,10 @@ class TorchTarget(Target):
             return {"preset": loaded.preset, "family": loaded.family, "weights": loaded.weights,
                     "weights_label": loaded.weights_label, "random": loaded.is_random}
         if self.recipe.get("random_init"):
-            seed = self.recipe.get("seed", 0)
-            weights = {"kind": "random", "seed": seed}
-            label = f"RANDOM weights (seed {seed}), not a trained model"
+            from litetext.models.loading import random_weights_label
+
+            weights = {"kind": "random", "seed": self.recipe.get("seed", 0), "init": self.recipe.get("init", "stress")}
+            label = random_weights_label(weights)
         else:
             weights = {"kind": "checkpoint", "path": str(self.recipe["checkpoint"])}
             label = f"checkpoint {self.recipe['checkpoint']}"

@@ -44,6 +44,9 @@ class Int8Calibration:
     target_cosine_worst_1pct: float = 0.98
     prompts: int = 0
     report: dict = field(default_factory=dict)  # filled by quantize_int8: method, kept-fp32 layers, sizes
+    # Heads: the (height, width) of each feed's image. The search then also keeps the instances an app sees
+    # (litetext.calibration.parity.instances_agree, the heads' export gate) on the calibration feeds.
+    instance_image_sizes: list[tuple[int, int]] | None = None
 
 
 def layer_group(node_name: str) -> str:
@@ -104,7 +107,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     model = onnx.load(str(fp32_path))
     groups = sorted({layer_group(n.name) for n in model.graph.node if n.op_type in QUANTIZED_OPS})
 
-    measure = _CalibrationParity(fp32_path, calibration.feeds)
+    measure = _CalibrationParity(fp32_path, calibration.feeds, calibration.instance_image_sizes)
     all_int8 = quantized = _quantize(fp32_path, ranges, exclude=[])
     figures = measure(quantized)
     kept: list[str] = []
@@ -180,9 +183,10 @@ class _CalibrationParity:
     computed once; candidates run without ONNX Runtime's memory arena, so a long mixed-precision search over
     a large graph (the heads at 1008 px) returns its memory after each candidate."""
 
-    def __init__(self, fp32_path: Path, feeds):
+    def __init__(self, fp32_path: Path, feeds, instance_image_sizes=None):
         import onnxruntime as ort
 
+        self.instance_image_sizes = instance_image_sizes
         reference = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in reference.get_inputs()]
         self.names = [o.name for o in reference.get_outputs()]
@@ -193,22 +197,30 @@ class _CalibrationParity:
         return {k: feed[k] for k in self.inputs}
 
     def __call__(self, quantized) -> dict[str, float]:
-        """The worst output's figures (text features per valid token, other outputs per sample)."""
+        """The worst output's figures (text features per valid token, other outputs per sample), with the
+        heads' instance agreement under "instances" when image sizes were given."""
         import onnxruntime as ort
 
-        from litetext.calibration.parity import merge_parity, tensor_parity
+        from litetext.calibration.parity import instance_agreement, merge_parity, tensor_parity
 
         options = ort.SessionOptions()
         options.enable_cpu_mem_arena = False
         candidate = ort.InferenceSession(quantized.SerializeToString(), options, providers=["CPUExecutionProvider"])
         parts: dict[str, list] = {}
+        outputs = []
         for feed, expected in zip(self.feeds, self.expected):
-            for name, want, got in zip(self.names, expected, candidate.run(None, self._run(feed))):
+            got_all = candidate.run(None, self._run(feed))
+            outputs.append(got_all)
+            for name, want, got in zip(self.names, expected, got_all):
                 per_token = name == "text_features"
                 mask = feed["attention_mask"] if per_token else None
                 parts.setdefault(name, []).append(tensor_parity(want, got, mask, per_token))
         merged = [merge_parity(p) for p in parts.values()]
-        return min(merged, key=lambda f: (f["cosine_mean"], f["cosine_worst_1pct"]))
+        worst = dict(min(merged, key=lambda f: (f["cosine_mean"], f["cosine_worst_1pct"])))
+        if self.instance_image_sizes is not None:
+            by_name = [[dict(zip(self.names, run)) for run in runs] for runs in (self.expected, outputs)]
+            worst["instances"] = instance_agreement(*by_name, self.instance_image_sizes)
+        return worst
 
 
 def _median_ms(model, feeds, repeats: int = 3) -> float:
@@ -230,6 +242,9 @@ def _median_ms(model, feeds, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def _meets(figures: dict[str, float], calibration: Int8Calibration) -> bool:
+def _meets(figures: dict, calibration: Int8Calibration) -> bool:
+    from litetext.calibration.parity import instances_agree
+
     return (figures["cosine_mean"] >= calibration.target_cosine_mean
-            and figures["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct)
+            and figures["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct
+            and ("instances" not in figures or instances_agree(figures["instances"])))

@@ -55,6 +55,10 @@ def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibra
         specs = describe_graphs(loaded, ctx, padding)
         text, vision = (TorchRunner(build_graph(g, loaded, ctx, padding), specs[g])
                         for g in ("text_encoder", "vision_encoder"))
-        batches = inputs.heads(ctx, padding, image_size, 2, text, vision, heads_semantics_of(loaded)).feeds
+        heads = inputs.heads(ctx, padding, image_size, 2, text, vision, heads_semantics_of(loaded))
+        batches = heads.feeds
+        # the search keeps the instances the gate checks (each heads batch is one image)
+        calibration.instance_image_sizes = [heads.image_sizes[i] for i, batch in enumerate(batches)
+                                            for _ in range(len(next(iter(batch.values()))))]
     return [{k: v[i : i + 1] for k, v in batch.items()} for batch in batches
             for i in range(len(next(iter(batch.values()))))]

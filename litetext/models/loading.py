@@ -40,8 +40,13 @@ class LoadedModel:
     @property
     def weights_label(self) -> str:
         if self.is_random:
-            return f"RANDOM weights (seed {self.weights['seed']}), not a trained model"
+            return random_weights_label(self.weights)
         return f"checkpoint {self.weights['path']} (sha256 {self.weights['sha256'][:12]})"
+
+
+def random_weights_label(weights: dict[str, Any]) -> str:
+    # Records made before the stress initialisation existed carry no "init": theirs was transformers'.
+    return f"RANDOM weights (seed {weights['seed']}, {weights.get('init', 'transformers')} init), not a trained model"
 
 
 def model_class(family: str):
@@ -57,9 +62,11 @@ def load_model(
     seed: int = 0,
     context_length: int | None = None,
     config_overrides: dict[str, Any] | None = None,
+    init: str = "stress",
 ) -> LoadedModel:
     """Build or load a model. Exactly one of `checkpoint` or `random_init` is required; an upstream .pt
-    checkpoint also needs `preset` to name its architecture."""
+    checkpoint also needs `preset` to name its architecture. `init` chooses the random weights: "stress"
+    (litetext.models.stress_init: every layer matters) or "transformers" (the library's own initialisation)."""
     if (checkpoint is None) == (not random_init):
         raise LitetextError(
             "say where the weights come from: --checkpoint PATH, or --random-init --seed N for random weights"
@@ -67,14 +74,19 @@ def load_model(
     if random_init:
         if preset is None:
             raise LitetextError("--random-init needs --model PRESET to name the architecture")
+        from litetext.models.stress_init import STRESS, check_initialisation, stress_initialise
+
         spec = get_preset(preset)
         ctx = _context_length(spec, context_length)
+        check_initialisation(init)
         import torch
 
         torch.manual_seed(seed)
         model = model_class(spec.family)(build_config(spec, ctx, config_overrides))
-        log.warning("litetext: using RANDOM weights (seed %d) for %s: outputs mean nothing", seed, preset)
-        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed}, preset)
+        if init == STRESS:
+            stress_initialise(model, seed)
+        log.warning("litetext: using RANDOM weights (seed %d, %s init) for %s: outputs mean nothing", seed, init, preset)
+        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed, "init": init}, preset)
 
     path = Path(checkpoint)
     if not path.exists():
