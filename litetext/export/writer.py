@@ -21,6 +21,8 @@ class BundleWriter:
         self.out = Path(out).absolute()
         self.force = force
         self.tmp: Path | None = None
+        if os.path.lexists(self.out) and not self.out.is_dir():  # --force never replaces a file with a bundle
+            raise LitetextError(f"{self.out} is a file, not a folder; give the path of a folder to write")
         if self.out.exists() and not force:
             raise LitetextError(f"{self.out} already exists; pass --force to replace it")
         if self.out.exists() and not (self.out / MANIFEST).is_file() and any(self.out.iterdir()):

@@ -89,7 +89,7 @@ def load_model(
 
 
 def _context_length(spec: Preset, context_length: int | None) -> int:
-    ctx = context_length or spec.default_context_length
+    ctx = spec.default_context_length if context_length is None else context_length  # 0 is refused, not defaulted
     if ctx not in spec.context_lengths:
         raise LitetextError(
             f"{spec.name} supports context lengths {list(spec.context_lengths)}, not {ctx}"
