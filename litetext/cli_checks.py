@@ -56,6 +56,14 @@ def one_of(value: str | None, choices, option: str) -> str | None:
     return None
 
 
+def positive_integers(text: str, option: str, example: str = "1,8") -> list[int]:
+    """Comma-separated positive integers, or a LitetextError naming the option."""
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    if not values or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise LitetextError(f"{option} takes comma-separated positive integers such as {example}, not {text!r}")
+    return [int(v) for v in values]
+
+
 def existing(paths, option: str, kind: str = "file or folder") -> str | None:
     missing = [str(p) for p in paths or () if not Path(p).exists()]
     if missing:
@@ -149,12 +157,10 @@ def check_export(preset, checkpoint, target, tensorrt_versions, deployment_targe
         p.add(one_of(precision, module.PRECISIONS, f"--precision for the {target} target"))
     versions = split_list(tensorrt_versions)
     p.add(one_of(next((v for v in versions if v not in ("10", "11")), None), ("10", "11"), "--tensorrt-version"))
-    sizes = split_list((batch_sizes,))
-    if not all(s.isdigit() and int(s) > 0 for s in sizes) or not sizes:
-        p.add(f"--batch-sizes takes comma-separated positive integers such as 1,2,4,8, not {batch_sizes!r}")
-    elif module is not None and target == "coreml" and precision in module.PRECISIONS:
+    sizes = p.check(positive_integers, batch_sizes, "--batch-sizes", "1,2,4,8")
+    if sizes and module is not None and target == "coreml" and precision in module.PRECISIONS:
         p.check(module.check_options, precision, deployment_target=deployment_target, compute_units=compute_units,
-                batch_sizes=[int(s) for s in sizes])
+                batch_sizes=sizes)
     p.add(graph_names(split_list(graphs)))
     p.add(context_length(context_length_, preset))
     p.check(get_padding, text_padding)
@@ -200,7 +206,6 @@ def check_calibrate(prompts, images, context_length_, text_padding, count, seed,
 
 def check_bench(targets, merge, graphs, prompts, images, batch, threads, threshold, warmup, min_runs, min_seconds,
                 max_seconds, context_length_, text_padding, json_path, report_dir) -> None:
-    from litetext.benchmarks.cli import parse_batches
     from litetext.cli_helpers import split_list
     from litetext.models.graphs import get_padding
 
@@ -214,7 +219,7 @@ def check_bench(targets, merge, graphs, prompts, images, batch, threads, thresho
     p.add(graph_names(split_list(graphs)))
     p.add(existing(prompts, "--prompts"))
     p.add(existing(images, "--images"))
-    p.check(parse_batches, batch)
+    p.check(positive_integers, batch, "--batch")
     p.add(at_least(threads, 1, "--threads"))
     p.add(unit_interval(threshold, "--threshold"))
     p.add(at_least(warmup, 0, "--warmup"))
