@@ -172,11 +172,12 @@ def predict(bundle, image, prompt, threshold, out, verify):
     from litetext.bundle import Bundle
     from litetext.predict import Predictor, write_prediction
     from litetext.calibration.data import load_rgb
+    from litetext.calibration.images import PREDICT_MAX_SIDE
     from litetext.cli_checks import check_predict
 
     check_predict(bundle, image, threshold, out)
     opened = Bundle.open(bundle, verify=verify)
-    instances = Predictor(opened)(load_rgb(image), prompt, threshold)
+    instances = Predictor(opened)(load_rgb(image, max_side=PREDICT_MAX_SIDE), prompt, threshold)
     label = opened.manifest["model"]["weights_label"]
     write_prediction(instances, image, prompt, out, label)
     click.echo(f"{len(instances)} instances of {prompt!r} above {threshold} -> {out}")

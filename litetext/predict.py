@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from litetext.calibration.data import load_rgb, preprocess_image
+from litetext.calibration.images import PREDICT_MAX_SIDE
 from litetext.errors import LitetextError
 from litetext.bundle import Bundle
 from litetext.files import write_json_atomic
@@ -52,7 +53,7 @@ class Predictor:
 
 
 def predict(bundle: Bundle | str | Path, image: str | Path, prompt: str, threshold: float = 0.5) -> list[Instance]:
-    return Predictor(bundle)(load_rgb(image), prompt, threshold)
+    return Predictor(bundle)(load_rgb(image, max_side=PREDICT_MAX_SIDE), prompt, threshold)
 
 
 def write_prediction(instances: list[Instance], image: str | Path, prompt: str, out: str | Path,
@@ -62,7 +63,7 @@ def write_prediction(instances: list[Instance], image: str | Path, prompt: str, 
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rgb = load_rgb(image)
+    rgb = load_rgb(image, max_side=PREDICT_MAX_SIDE)  # as predicted: masks have its size
     overlay = rgb.astype(np.float32)
     palette = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                         [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float32)
