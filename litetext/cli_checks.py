@@ -132,6 +132,15 @@ def output_file(path: str | Path | None, option: str) -> str | None:
     return _parent_problem(path, option)
 
 
+def not_being_written(out: str | Path) -> None:
+    """Fails (LitetextError) while another litetext process writes `out` (litetext.files.folder_lock)."""
+    from litetext.files import folder_lock
+
+    if Path(os.path.abspath(out)).parent.is_dir():
+        with folder_lock(out):
+            pass
+
+
 def _parent_problem(path: Path, option: str) -> str | None:
     ancestor = _first_existing(Path(os.path.abspath(path)).parent)
     if not ancestor.is_dir():
@@ -178,6 +187,7 @@ def check_export(preset, checkpoint, target, tensorrt_versions, deployment_targe
     p.add(problem)
     if problem is None:
         p.check(BundleWriter, out, force)  # an existing OUT without --force
+        p.check(not_being_written, out)
     p.raise_any()
 
 

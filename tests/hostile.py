@@ -98,6 +98,7 @@ def one_line_error(result, code: int = 2) -> str:
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
     assert not (result.exception and not isinstance(result.exception, SystemExit)), result.exception
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output  # progress lines may come first
     assert "Traceback" not in result.output
-    return lines[0]
+    return errors[0]

@@ -13,6 +13,7 @@ import click
 
 from litetext.cli_helpers import friendly_errors
 from litetext.errors import LitetextError
+from litetext.files import write_bytes_atomic
 
 
 @click.command("analyze")
@@ -92,7 +93,7 @@ def analyze(prompts, holdout, preset, checkpoint, random_init, seed, sample, poo
                         err=True)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_bytes_atomic(json_path, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
         click.echo(f"wrote {json_path}")
     if report_dir:
         write_report(result, report_dir)

@@ -44,6 +44,7 @@ class Int8Calibration:
     target_cosine_worst_1pct: float = 0.98
     prompts: int = 0
     report: dict = field(default_factory=dict)  # filled by quantize_int8: method, kept-fp32 layers, sizes
+    images: list = field(default_factory=list)  # a calibration set's images ({"path", "sha256"}), for image graphs
 
 
 def layer_group(node_name: str) -> str:
@@ -80,7 +81,8 @@ def calibrate_ranges(fp32_path: Path, feeds: list[dict[str, np.ndarray]], method
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory() as scratch:
+    # Beside the graph (in an export, inside the bundle's partial folder): a killed export leaves nothing elsewhere.
+    with tempfile.TemporaryDirectory(dir=Path(fp32_path).parent, prefix=".calibration-") as scratch:
         calibrator = create_calibrator(
             fp32_path, op_types, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, method_name), extra_options=options,

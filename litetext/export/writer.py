@@ -12,6 +12,7 @@ from pathlib import Path
 
 from litetext.bundle import MANIFEST
 from litetext.errors import LitetextError
+from litetext.files import folder_lock
 
 
 class BundleWriter:
@@ -31,9 +32,17 @@ class BundleWriter:
 
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_orphans()
-        self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
-        os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
+        self._lock = folder_lock(self.out)  # a second export to the same OUT fails here, at once
+        self._lock.__enter__()
+        try:
+            if self.out.exists() and not self.force:  # written by another export since __init__ looked
+                raise LitetextError(f"{self.out} already exists; pass --force to replace it")
+            self._remove_orphans()
+            self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
+            os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         return self.tmp
 
     def _remove_orphans(self) -> None:
@@ -45,6 +54,12 @@ class BundleWriter:
                 shutil.rmtree(partial, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            return self._finish(exc_type, exc)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _finish(self, exc_type, exc) -> bool:
         assert self.tmp is not None
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
