@@ -211,3 +211,18 @@ def test_a_calibration_set_image_changed_since_is_refused(checkpoint, tmp_path):
                                   "int8", "--calib-set", tmp_path / "c.npz", "-o", tmp_path / "out"))
     assert "changed since the calibration set was made" in line and not (tmp_path / "out").exists()
     assert hidden_leftovers(tmp_path) == []
+
+
+def test_bench_exits_non_zero_when_a_record_fails(bundle, tmp_path):
+    from hostile import copy_bundle
+
+    case = copy_bundle(bundle, tmp_path / "case")
+    (case / "text_encoder.onnx").unlink()
+    (case / "text_encoder.onnx").write_bytes(b"not an onnx graph")
+    result = run_cli("bench", case, "--graphs", "text_encoder", "--batch", "1", "--no-memory", "--min-runs", "1",
+                     "--warmup", "0", "--min-seconds", "0", "--reference", case, "--json", tmp_path / "r.json")
+    assert result.exit_code == 1, result.output
+    assert "records failed: " in result.output and "ONNX Runtime cannot open" in result.output
+    record = json.loads((tmp_path / "r.json").read_text())["records"][0]
+    assert record["status"] == "failed" and "ONNX Runtime cannot open" in record["error"]
+    assert "Traceback" not in result.output

@@ -310,3 +310,51 @@ def test_fuzzed_manifests_never_trace_back_or_read_outside(bundle, tmp_path, out
     assert recorder.under(outside) == []
     assert outcomes["refused"] > 250, outcomes
     assert time.perf_counter() - start < 120
+
+
+# Checkpoints ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from conftest import tiny_model
+
+    folder = tmp_path_factory.mktemp("ckpt") / "ckpt"
+    tiny_model().model.save_pretrained(folder)
+    return folder
+
+
+def _copy_checkpoint(checkpoint, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(checkpoint, folder)
+    return folder, json.loads((folder / "config.json").read_text())
+
+
+def test_a_checkpoint_of_other_shapes_names_keys_and_shapes_in_one_line(checkpoint, tmp_path):
+    folder, config = _copy_checkpoint(checkpoint, tmp_path)
+    config["text_config"]["intermediate_size"] = 72
+    (folder / "config.json").write_text(json.dumps(config))
+    line = one_line_error(run_cli("export", "--checkpoint", folder, "--graphs", "text_encoder", "-o", tmp_path / "o"))
+    assert "does not fit the model: 9 keys with other shapes" in line
+    assert "text_encoder.layers.0.conv_feed_forward.mlp.fc1.bias: checkpoint (64,) vs model (72,)" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_config_holding_a_list_is_one_line(checkpoint, tmp_path):
+    folder, _ = _copy_checkpoint(checkpoint, tmp_path)
+    (folder / "config.json").write_text("[1, 2]")
+    line = one_line_error(run_cli("export", "--checkpoint", folder, "-o", tmp_path / "o"))
+    assert "holds a JSON list, not a transformers config object" in line
+
+
+def test_a_pickle_that_could_run_code_is_refused_for_safety(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"detector.a": Payload()}, protocol=4))
+    line = one_line_error(run_cli("export", "--model", "litetext-s0", "--checkpoint", path, "-o", tmp_path / "o"))
+    assert "was refused for safety" in line and "truncated" not in line
+    assert not (tmp_path / "ran").exists()

@@ -6,6 +6,7 @@ Registered on the main command group with `main.add_command(bench)`.
 from __future__ import annotations
 
 import shlex
+import sys
 import time
 
 import click
@@ -95,11 +96,12 @@ def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     click.echo(results_table(records))
     failed = [r for r in records if r.get("status") != "ok"]
-    if failed:
-        click.secho(f"{len(failed)} of {len(records)} records failed (see status/error)", fg="yellow", err=True)
     if any((r.get("model") or {}).get("random") for r in records):
         click.secho("NOTE: RANDOM weights in some records: latency and memory are real, outputs mean nothing",
                     fg="yellow", err=True)
+    if failed:  # the records are written, but a script running bench must see that some failed
+        click.secho(f"{len(failed)} of {len(records)} records failed: {failed[0].get('error')}", fg="red", err=True)
+        sys.exit(1)
 
 
 def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding, threads,

@@ -481,10 +481,11 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(e)
-        if "Unsupported global" in reason:  # the pickle names a class/function: loading it could run code
+        if "Unsupported global" in reason or "Weights only load failed" in str(e):  # loading it could run code
             raise ValueError(
-                f"checkpoint {path} holds objects other than tensors and plain containers; "
-                f"refusing to unpickle them: {reason}"
+                f"checkpoint {path} was refused for safety: it holds objects other than tensors and plain "
+                f"containers, which could run code when unpickled ({reason.split(' In PyTorch')[0]}); litetext "
+                "never runs code from a file: save the state dict of tensors alone"
             ) from None
         raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {reason}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, IndexError, KeyError) as e:
