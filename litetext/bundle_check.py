@@ -213,8 +213,11 @@ def check_manifest(manifest: Any, file: Path) -> None:
     if tokenizer["context_length"] != manifest["context_length"]:
         raise LitetextError(f"{file}: tokenizer.context_length {tokenizer['context_length']} differs from "
                             f"context_length {manifest['context_length']}")
-    if manifest["model"]["weights"]["kind"] == "random" and "seed" not in manifest["model"]["weights"]:
+    weights = manifest["model"]["weights"]
+    if weights["kind"] == "random" and "seed" not in weights:
         raise LitetextError(f"{file}: model.weights is random but names no seed")
+    if weights["kind"] != "random" and "path" not in weights:
+        raise LitetextError(f"{file}: model.weights is a {weights['kind']!r} but names no path")
     text_path = manifest.get("text_path") or {"kind": "text_encoder"}
     kind = text_path["kind"]
     if kind in TEXT_PATH:

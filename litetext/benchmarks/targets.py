@@ -188,6 +188,9 @@ class BundleTarget(Target):
         else:
             if not Path(weights["path"]).exists():
                 raise LitetextError(f"{self.bundle.path} was exported from {weights['path']}, which is not here{hint}")
+            if not (Path(weights["path"]).is_dir() or Path(weights["path"]).is_file()):  # a FIFO would block
+                raise LitetextError(f"{self.bundle.path} names {weights['path']} as its checkpoint, which is not a "
+                                    f"file or folder{hint}")
             recipe = {"checkpoint": weights["path"]}
             if weights.get("format") != "transformers":
                 recipe.update(preset=model.get("preset"), context_length=ctx)

@@ -481,7 +481,8 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(e)
-        if "Unsupported global" in reason or "Weights only load failed" in str(e):  # loading it could run code
+        pickled = zipfile.is_zipfile(path) or _first_byte(path) == b"\x80"  # torch's zip, or a pickle
+        if "Unsupported global" in reason or ("Weights only load failed" in str(e) and pickled):  # could run code
             raise ValueError(
                 f"checkpoint {path} was refused for safety: it holds objects other than tensors and plain "
                 f"containers, which could run code when unpickled ({reason.split(' In PyTorch')[0]}); litetext "
@@ -509,6 +510,11 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             "expected an upstream SAM3 / SAM3-LiteText detector checkpoint"
         )
     return dict(state)
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(1)
 
 
 def _unpickler_reason(error: BaseException) -> str:
