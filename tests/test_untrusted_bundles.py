@@ -358,3 +358,20 @@ def test_a_pickle_that_could_run_code_is_refused_for_safety(tmp_path):
     line = one_line_error(run_cli("export", "--model", "litetext-s0", "--checkpoint", path, "-o", tmp_path / "o"))
     assert "was refused for safety" in line and "truncated" not in line
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("kind, keys, message", [
+    ("fixed_vocabulary", ("features_file", "prompts_file"), "is not a fixed vocabulary's features file"),
+    ("pruned_text_encoder", ("tokenizer_file", "pruned_tokens_file"), "holds a damaged pruned tokenizer"),
+])
+def test_text_path_files_with_matching_hashes_but_wrong_content_are_one_line(bundle, tmp_path, kind, keys, message):
+    """A bundle made to mislead can list the right sha256 for the wrong files."""
+    from litetext.files import sha256_of
+
+    manifest = manifest_of(bundle)
+    manifest["text_path"] = {"kind": kind, **{k: "tokenizer.json" for k in keys}, "storage": "fp16",
+                             "sha256": {"tokenizer.json": sha256_of(bundle / "tokenizer.json")}}
+    if kind == "fixed_vocabulary":
+        del manifest["graphs"]["text_encoder"]
+    case = copy_bundle(bundle, tmp_path / "case", manifest)
+    assert message in one_line_error(run_cli(*commands(case, tmp_path)["predict"]))
