@@ -183,6 +183,10 @@ def check_export(preset, checkpoint, target, tensorrt_versions, deployment_targe
                           ([calib_set] if calib_set else (), "--calib-set"), (vocabulary_files, "--vocabulary"),
                           (prune_files, "--prune-vocabulary"), ([checkpoint] if checkpoint else (), "--checkpoint")):
         p.add(existing(paths, option))
+    if calib_set and Path(calib_set).exists():
+        from litetext.calibration.sets import CalibrationSet
+
+        p.check(CalibrationSet.load, calib_set)  # a damaged set fails now, not after the model is built
     problem = output_folder(out)
     p.add(problem)
     if problem is None:

@@ -75,6 +75,10 @@ def build_engine(bundle, graphs, tensorrt_version, dla_core, implicit_int8, batc
         raise LitetextError(f"{bundle} is a {opened.manifest.get('target')} bundle, not one TensorRT builds from")
     major = trt.__version__.split(".")[0]
     chosen = split_list(graphs) or opened.graphs
+    unknown = [g for g in chosen if g not in opened.graphs]
+    if unknown or (batch and not 1 <= batch[0] <= batch[1] <= batch[2]) or (dla_core is not None and dla_core < 0):
+        raise LitetextError(f"{bundle} has graphs {', '.join(opened.graphs)} (not {', '.join(unknown)})" if unknown else
+                            "--batch takes min <= opt <= max, all at least 1, and --dla-core a core number from 0")
     profile = tuple(batch) if batch else trt_engine.BATCH_PROFILE
     cache = Path(timing_cache) if timing_cache else opened.path / f"timing.trt{major}.cache"
     start = time.perf_counter()
