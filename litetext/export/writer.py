@@ -12,7 +12,7 @@ from pathlib import Path
 
 from litetext.bundle import MANIFEST
 from litetext.errors import LitetextError
-from litetext.files import folder_lock
+from litetext.files import folder_lock, remove_orphans
 
 
 class BundleWriter:
@@ -37,21 +37,13 @@ class BundleWriter:
         try:
             if self.out.exists() and not self.force:  # written by another export since __init__ looked
                 raise LitetextError(f"{self.out} already exists; pass --force to replace it")
-            self._remove_orphans()
+            remove_orphans(self.out)  # partial folders of exports killed outright (out of memory)
             self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
             os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
         return self.tmp
-
-    def _remove_orphans(self) -> None:
-        """A process killed outright (out of memory, SIGKILL) cannot clean up: remove the partial folders of
-        exports to this OUT whose process no longer runs."""
-        for partial in self.out.parent.glob(f".{self.out.name}.partial-*"):
-            pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _running(int(pid)):
-                shutil.rmtree(partial, ignore_errors=True)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
@@ -77,14 +69,3 @@ class BundleWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
-
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
