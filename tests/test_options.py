@@ -181,3 +181,14 @@ def test_the_python_api_refuses_context_length_zero(tiny_s0, tmp_path):
     with pytest.raises(LitetextError, match="not 0"):
         load_model("litetext-s0", random_init=True, context_length=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_analyze_outputs_are_checked_before_the_analysis(sandbox, monkeypatch):
+    import litetext.analysis.core
+
+    monkeypatch.setattr(litetext.analysis.core, "analyze", lambda *a, **k: pytest.fail("analysis ran"))
+    prompts = sandbox / "a_file"
+    line = one_line_error(run_cli("analyze", prompts, "--json", sandbox / "a_file" / "x.json", "--report",
+                                  sandbox / "a_file"))
+    assert line.startswith("error: 2 problems:") and "a_file is a file, so no folder" in line
+    assert "--report " in line and "is a file, not a folder" in line

@@ -48,6 +48,12 @@ def analyze(prompts, holdout, preset, checkpoint, random_init, seed, sample, poo
         raise LitetextError("give at least one prompt file or folder")
     if sample < 10:
         raise LitetextError(f"--sample must be at least 10, got {sample}")
+    from litetext.cli_checks import Problems, output_file, output_folder
+
+    outputs = Problems()  # unwritable outputs fail now, not after the analysis
+    outputs.add(output_file(json_path, "--json"))
+    outputs.add(output_folder(report_dir, "--report"))
+    outputs.raise_any()
     from litetext.analysis.prompts import prompt_files
 
     prompt_files(list(prompts))  # missing files fail here, before anything loads
