@@ -64,14 +64,15 @@ class Hex64:
 
 NUMBER = (int, float)
 TENSOR = {"name": str, "dtype": OneOf(*DTYPES), "shape": ListOf((Count(0), str))}
+TOLERANCE = {"atol": (NUMBER, type(None)), "rtol": NUMBER, "min_cosine": NUMBER, "min_cosine_mean": Opt(NUMBER),
+             "min_cosine_worst_1pct": Opt(NUMBER)}
 GRAPH = {
     "file": str,
     "inputs": ListOf(TENSOR, nonempty=True),
     "outputs": ListOf(TENSOR, nonempty=True),
     "sha256": Hex64,
     "bytes": Opt(Count(0)),
-    "tolerance": Opt(MapOf({"atol": (NUMBER, type(None)), "rtol": NUMBER, "min_cosine": NUMBER,
-                            "min_cosine_mean": Opt(NUMBER), "min_cosine_worst_1pct": Opt(NUMBER)})),
+    "tolerance": Opt(MapOf(TOLERANCE)),
 }
 SCHEMA = {
     "format_version": int,
@@ -194,10 +195,9 @@ def check_manifest(manifest: Any, file: Path) -> None:
     """Types, required keys, format version and the facts that tie the parts together."""
     from litetext.models.graphs import GRAPH_NAMES
 
-    if isinstance(manifest, dict) and manifest.get("format_version") != FORMAT_VERSION and isinstance(
-            manifest.get("format_version"), int) and not isinstance(manifest.get("format_version"), bool):
-        raise LitetextError(f"{file.parent} has bundle format {manifest['format_version']}, this litetext reads "
-                            f"{FORMAT_VERSION}")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if _fits(version, int) and version != FORMAT_VERSION:  # a newer or older layout: say so before the details
+        raise LitetextError(f"{file.parent} has bundle format {version}, this litetext reads {FORMAT_VERSION}")
     check_schema(manifest, SCHEMA, "", file)
     unknown = [g for g in manifest["graphs"] if g not in GRAPH_NAMES]
     if unknown:
@@ -206,7 +206,7 @@ def check_manifest(manifest: Any, file: Path) -> None:
         raise LitetextError(f"{file}: the bundle has no graphs and no text path; it holds nothing to run")
     for name, graph in manifest["graphs"].items():
         for precision, tolerance in graph.get("tolerance", {}).items():
-            extra = [k for k in tolerance if k not in SCHEMA["graphs"].spec["tolerance"].spec.spec]
+            extra = [k for k in tolerance if k not in TOLERANCE]  # Tolerance(**entry) takes no others
             if extra:
                 raise LitetextError(f"{file}: graphs.{name}.tolerance.{precision} has unknown keys {extra}")
     tokenizer = manifest["tokenizer"]

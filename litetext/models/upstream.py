@@ -481,7 +481,8 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(e)
-        pickled = zipfile.is_zipfile(path) or _first_byte(path) == b"\x80"  # torch's zip, or a pickle
+        with open(path, "rb") as f:  # torch's zip format, or a pickle (protocol 2+)
+            pickled = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
         if "Unsupported global" in reason or ("Weights only load failed" in str(e) and pickled):  # could run code
             raise ValueError(
                 f"checkpoint {path} was refused for safety: it holds objects other than tensors and plain "
@@ -510,11 +511,6 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             "expected an upstream SAM3 / SAM3-LiteText detector checkpoint"
         )
     return dict(state)
-
-
-def _first_byte(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(1)
 
 
 def _unpickler_reason(error: BaseException) -> str:
