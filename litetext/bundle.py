@@ -4,17 +4,17 @@ bench, check, the Python API) goes through `Bundle.open`; what writes bundles (l
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from litetext import bundle_check
 from litetext.errors import LitetextError
 from litetext.models.graphs import GraphSpec, TensorSpec, TextPadding, Tolerance
 
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = bundle_check.FORMAT_VERSION
 
 
 @dataclass
@@ -25,23 +25,12 @@ class Bundle:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | Path) -> "Bundle":
+    def open(cls, path: str | Path, verify: bool = False) -> "Bundle":
+        """Open a bundle after checking it as untrusted input (litetext.bundle_check): the manifest's schema,
+        every file it names inside the folder, tokenizer.json against the manifest, and with `verify` the
+        sha256 of every file the manifest lists."""
         path = Path(path)
-        manifest_file = path / MANIFEST
-        if not manifest_file.is_file():
-            raise LitetextError(f"{path} is not a litetext bundle (no {MANIFEST}); make one with litetext export")
-        try:
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise LitetextError(f"{manifest_file} is not valid JSON: {e}") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise LitetextError(
-                f"{path} has bundle format {manifest.get('format_version')}, this litetext reads {FORMAT_VERSION}"
-            )
-        for name, graph in manifest["graphs"].items():
-            if not (path / graph["file"]).exists():  # a Core ML graph is a folder (.mlpackage)
-                raise LitetextError(f"{path} is incomplete: graph {name} file {graph['file']} is missing")
-        return cls(path, manifest)
+        return cls(path, bundle_check.check_bundle_folder(path, verify))
 
     @property
     def graphs(self) -> list[str]:

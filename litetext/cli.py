@@ -88,10 +88,15 @@ def export(preset, checkpoint, random_init, seed, init, target, tensorrt_version
            force):
     """Export graphs to a bundle, checked against PyTorch on real prompts and images."""
     from litetext.calibration.data import read_prompts
+    from litetext.cli_checks import check_export
     from litetext.export import export_bundle, target_module
     from litetext.export.writer import BundleWriter
     from litetext.models.loading import load_model
 
+    check_export(preset, checkpoint, target, tensorrt_versions, deployment_target, compute_units, batch_sizes, graphs,
+                 context_length, precision, text_padding, parity_prompts, parity_images, calib_prompts, calib_images,
+                 calib_set, calib_method, min_cosine_mean, min_cosine_worst_1pct, vocabulary_files,
+                 vocabulary_precision, prune_files, seed, out, force)  # every problem at once, before any work
     module = target_module(target)  # an unknown target fails before the model loads
     options = None
     if target == "tensorrt" and tensorrt_versions:
@@ -149,8 +154,10 @@ def calibrate(prompts, images, context_length, text_padding, count, seed, out):
     """Save a calibration set once, to reuse for INT8 on every target and in benchmarks."""
     from litetext.calibration.data import read_images, read_prompts
     from litetext.calibration.sets import build_calibration_set
+    from litetext.cli_checks import check_calibrate
     from litetext.models.graphs import get_padding
 
+    check_calibrate(prompts, images, context_length, text_padding, count, seed, out)
     padding = get_padding(text_padding)
     chosen = build_calibration_set(read_prompts(list(prompts)), context_length, padding.pad_id,
                                    read_images(list(images)) if images else [], count, seed)
@@ -166,15 +173,19 @@ def calibrate(prompts, images, context_length, text_padding, count, seed, out):
 @click.option("--prompt", required=True, help="Text prompt naming the concept to segment.")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Score threshold.")
 @click.option("-o", "--out", required=True, type=click.Path(), help="Folder for instances.json and PNGs.")
+@click.option("--verify", is_flag=True, help="Check the sha256 of every file of BUNDLE first.")
 @friendly_errors
-def predict(bundle, image, prompt, threshold, out):
+def predict(bundle, image, prompt, threshold, out, verify):
     """Segment every instance of PROMPT in IMAGE with an exported bundle (ONNX Runtime)."""
     from litetext.bundle import Bundle
     from litetext.predict import Predictor, write_prediction
     from litetext.calibration.data import load_rgb
+    from litetext.calibration.images import PREDICT_MAX_SIDE
+    from litetext.cli_checks import check_predict
 
-    opened = Bundle.open(bundle)
-    instances = Predictor(opened)(load_rgb(image), prompt, threshold)
+    check_predict(bundle, image, threshold, out)
+    opened = Bundle.open(bundle, verify=verify)
+    instances = Predictor(opened)(load_rgb(image, max_side=PREDICT_MAX_SIDE), prompt, threshold)
     label = opened.manifest["model"]["weights_label"]
     write_prediction(instances, image, prompt, out, label)
     click.echo(f"{len(instances)} instances of {prompt!r} above {threshold} -> {out}")

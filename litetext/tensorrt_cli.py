@@ -29,8 +29,10 @@ def _versions(values) -> tuple[int, ...]:
 @click.option("--target", default="tensorrt", show_default=True, help="What to check the graphs for: tensorrt.")
 @click.option("--tensorrt-version", "versions", multiple=True, help="10, 11 (default: both).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check the sha256 of every file the manifest lists.")
 @friendly_errors
-def check(bundle, target, versions, as_json):
+def check(bundle, target, versions, as_json, verify):
     """Check BUNDLE's graphs statically: operators TensorRT's parser lacks and misplaced or malformed Q/DQ
     (zero points, uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
     from litetext.export.tensorrt.check import check_bundle, errors_of
@@ -38,7 +40,7 @@ def check(bundle, target, versions, as_json):
     if target != "tensorrt":
         raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
     chosen = _versions(versions)
-    results = check_bundle(bundle, chosen)
+    results = check_bundle(bundle, chosen, verify)
     errors = sum(len(errors_of(f)) for f in results.values())
     if as_json:
         click.echo(json.dumps({g: [f.to_json() for f in fs] for g, fs in results.items()}, indent=2))
@@ -73,6 +75,10 @@ def build_engine(bundle, graphs, tensorrt_version, dla_core, implicit_int8, batc
         raise LitetextError(f"{bundle} is a {opened.manifest.get('target')} bundle, not one TensorRT builds from")
     major = trt.__version__.split(".")[0]
     chosen = split_list(graphs) or opened.graphs
+    unknown = [g for g in chosen if g not in opened.graphs]
+    if unknown or (batch and not 1 <= batch[0] <= batch[1] <= batch[2]) or (dla_core is not None and dla_core < 0):
+        raise LitetextError(f"{bundle} has graphs {', '.join(opened.graphs)} (not {', '.join(unknown)})" if unknown else
+                            "--batch takes min <= opt <= max, all at least 1, and --dla-core a core number from 0")
     profile = tuple(batch) if batch else trt_engine.BATCH_PROFILE
     cache = Path(timing_cache) if timing_cache else opened.path / f"timing.trt{major}.cache"
     start = time.perf_counter()

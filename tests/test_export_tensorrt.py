@@ -406,7 +406,13 @@ def test_check_command(int8_bundle, tmp_path):
     shutil.copytree(out, broken)
     nodes, inits = _good_nodes(zp_type=np.uint8, zp_value=128)
     onnx.save(_graph(nodes, inits), broken / "text_encoder.onnx")
-    bad = CliRunner().invoke(check, [str(broken), "--tensorrt-version", "10", "--json"])
+    changed = CliRunner().invoke(check, [str(broken), "--tensorrt-version", "10"])
+    assert changed.exit_code == 2 and "does not match its sha256" in changed.output  # hashes checked by default
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["graphs"]["text_encoder"].update(inputs=[{"name": "x", "dtype": "float32", "shape": [2, 4]}],
+                                              outputs=[{"name": "y", "dtype": "float32", "shape": [2, 3]}])
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    bad = CliRunner().invoke(check, [str(broken), "--tensorrt-version", "10", "--json", "--no-verify"])
     assert bad.exit_code == 1
     findings = json.loads(bad.output)["text_encoder"]
     assert {"code": "uint8-qdq", "node": "x_Q"} in [{k: f[k] for k in ("code", "node")} for f in findings]

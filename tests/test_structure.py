@@ -17,12 +17,12 @@ LAYERS = [
     ("litetext.models",),
     ("litetext.tokenizer", "litetext.postprocess", "litetext.image_resize"),
     ("litetext.runtimes",),
-    ("litetext.vocabulary.stored", "litetext.bundle"),
+    ("litetext.vocabulary.stored", "litetext.bundle", "litetext.bundle_check"),
     ("litetext.calibration", "litetext.vocabulary", "litetext.vocabulary.build"),
     ("litetext.export",),
     ("litetext.predict", "litetext.benchmarks", "litetext.analysis", "litetext.distill"),
     # the command line: one module per command group, the table in litetext.cli
-    ("litetext.cli", "litetext.cli_helpers", "litetext.tensorrt_cli", "litetext.analysis.cli", "litetext.benchmarks.cli",
+    ("litetext.cli", "litetext.cli_helpers", "litetext.cli_checks", "litetext.tensorrt_cli", "litetext.analysis.cli", "litetext.benchmarks.cli",
      "litetext.distill.cli", "litetext"),
 ]
 

@@ -387,7 +387,7 @@ class _Payload:
 def test_file_that_needs_code_to_load_is_refused(tmp_path):
     path = tmp_path / "code.pt"
     torch.save({"model": {"detector.a": torch.zeros(1)}, "extra": _Payload()}, path, pickle_module=pickle)
-    with pytest.raises(ValueError, match=r"code\.pt holds objects other than tensors"):
+    with pytest.raises(ValueError, match=r"code\.pt was refused for safety: it holds objects other than tensors"):
         read_upstream_checkpoint(path)
 
 

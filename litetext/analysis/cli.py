@@ -13,6 +13,7 @@ import click
 
 from litetext.cli_helpers import friendly_errors
 from litetext.errors import LitetextError
+from litetext.files import write_bytes_atomic
 
 
 @click.command("analyze")
@@ -47,6 +48,12 @@ def analyze(prompts, holdout, preset, checkpoint, random_init, seed, sample, poo
         raise LitetextError("give at least one prompt file or folder")
     if sample < 10:
         raise LitetextError(f"--sample must be at least 10, got {sample}")
+    from litetext.cli_checks import Problems, output_file, output_folder
+
+    outputs = Problems()  # unwritable outputs fail now, not after the analysis
+    outputs.add(output_file(json_path, "--json"))
+    outputs.add(output_folder(report_dir, "--report"))
+    outputs.raise_any()
     from litetext.analysis.prompts import prompt_files
 
     prompt_files(list(prompts))  # missing files fail here, before anything loads
@@ -92,7 +99,7 @@ def analyze(prompts, holdout, preset, checkpoint, random_init, seed, sample, poo
                         err=True)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_bytes_atomic(json_path, (json.dumps(result, indent=1) + "\n").encode("utf-8"))
         click.echo(f"wrote {json_path}")
     if report_dir:
         write_report(result, report_dir)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from litetext.analysis.prompts import COVERAGE_LEVELS
+from litetext.files import save_figure_atomic, write_bytes_atomic
 
 # The SAM3-LiteText paper's prompt analysis (arXiv 2602.12173): 404,796 prompts from RF100-VL, SA-Co/Gold,
 # SA-Co/Silver, SA-Co/VEval, LVIS and RefCOCO; start and end tokens counted.
@@ -28,7 +29,7 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -205,7 +206,7 @@ def write_report(result: dict, folder: str | Path) -> list[Path]:
     if result.get("geometry"):
         written.append(folder / "pca.png")
         plot_pca(result["geometry"], written[-1])
-    (folder / "report.md").write_text(markdown(result) + "\n")
+    write_bytes_atomic(folder / "report.md", (markdown(result) + "\n").encode("utf-8"))
     written.append(folder / "report.md")
     return written
 

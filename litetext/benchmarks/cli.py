@@ -6,6 +6,7 @@ Registered on the main command group with `main.add_command(bench)`.
 from __future__ import annotations
 
 import shlex
+import sys
 import time
 
 import click
@@ -56,6 +57,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--max-seconds", type=float, default=60.0, show_default=True,
               help="Stop timing after this long even below --min-runs (the record says so).")
 @click.option("--no-memory", is_flag=True, help="Skip the fresh-process memory probes.")
+@click.option("--verify", is_flag=True, help="Check the sha256 of every file of each bundle first.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the records to this JSON file.")
 @click.option("--report", "report_dir", type=click.Path(), help="Write report.md and plots to this folder.")
 @click.option("--merge", is_flag=True,
@@ -63,7 +65,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.pass_context
 @friendly_errors
 def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding, threads,
-          threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, json_path, report_dir, merge):
+          threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify, json_path, report_dir, merge):
     """Benchmark TARGETs: exported bundle folders, torch:PRESET (random weights, --seed), torch:CHECKPOINT or
     torch:PRESET:UPSTREAM.pt. Measures latency (p50/p90/p99), weights and load memory (fresh process) and
     parity against eager PyTorch of the same weights, on real prompts and images.
@@ -75,15 +77,16 @@ def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context
     """
     from litetext.benchmarks.report import results_table, write_report
     from litetext.benchmarks.results import merge_files, write_results
+    from litetext.cli_checks import check_bench
 
-    if not targets:
-        raise LitetextError("give at least one TARGET (or result files with --merge)")
+    check_bench(targets, merge, graphs, prompts, images, batch, threads, threshold, warmup, min_runs, min_seconds,
+                max_seconds, context_length, text_padding, json_path, report_dir)  # before the run, not after
     if merge:
         records = merge_files(list(targets))
         click.echo(f"merged {len(records)} records from {len(targets)} files", err=True)
     else:
         records = _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding,
-                       threads, threshold, warmup, min_runs, min_seconds, max_seconds, no_memory)
+                       threads, threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify)
     if json_path:
         write_results(records, json_path, command=_command_line(ctx),
                       sources=[str(t) for t in targets] if merge else None)
@@ -93,15 +96,16 @@ def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     click.echo(results_table(records))
     failed = [r for r in records if r.get("status") != "ok"]
-    if failed:
-        click.secho(f"{len(failed)} of {len(records)} records failed (see status/error)", fg="yellow", err=True)
     if any((r.get("model") or {}).get("random") for r in records):
         click.secho("NOTE: RANDOM weights in some records: latency and memory are real, outputs mean nothing",
                     fg="yellow", err=True)
+    if failed:  # the records are written, but a script running bench must see that some failed
+        click.secho(f"{len(failed)} of {len(records)} records failed: {failed[0].get('error')}", fg="red", err=True)
+        sys.exit(1)
 
 
 def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding, threads,
-         threshold, warmup, min_runs, min_seconds, max_seconds, no_memory):
+         threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify=False):
     from litetext.benchmarks.run import run_bench
     from litetext.benchmarks.stats import TimingOptions
     from litetext.benchmarks.targets import open_target
@@ -120,8 +124,8 @@ def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_
         import torch
 
         torch.set_num_threads(threads)
-    opened = [open_target(t, seed, context_length, text_padding, threads) for t in targets]
-    ref = open_target(reference, seed, context_length, text_padding, threads) if reference else None
+    opened = [open_target(t, seed, context_length, text_padding, threads, verify) for t in targets]
+    ref = open_target(reference, seed, context_length, text_padding, threads, verify) if reference else None
     prompt_list = read_prompts(list(prompts)) if prompts else None
     image_list = read_images(list(images)) if images else None
     start = time.perf_counter()

@@ -10,6 +10,7 @@ from typing import Any
 
 from litetext.benchmarks.device import short_name
 from litetext.errors import LitetextError
+from litetext.files import save_figure_atomic, write_bytes_atomic
 
 PARITY_FLOOR = 1e-12  # 1 - cosine and errors below this are drawn at it (log axes cannot show 0)
 SHORT_MODEL = {"sam3": "SAM3 teacher", "litetext-s0": "S0", "litetext-s1": "S1", "litetext-l": "L"}
@@ -230,7 +231,7 @@ def plot_latency_vs_memory(records: list[dict[str, Any]], path: Path) -> Path:
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8), fontsize=8, frameon=False)
     fig.suptitle("Latency (p50) vs static memory, per configuration\n" + _subtitle(records), fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -277,7 +278,7 @@ def plot_parity(records: list[dict[str, Any]], path: Path) -> Path:
                 Line2D([], [], marker="v", linestyle="", color="grey", label="cosine worst 1%")]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle("Parity per precision (lower is closer to the reference)\n" + _subtitle(records), fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -290,7 +291,7 @@ def write_report(records: list[dict[str, Any]], out: str | Path) -> dict[str, Pa
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "report.md"}
-    paths["markdown"].write_text(markdown(records), encoding="utf-8")
+    write_bytes_atomic(paths["markdown"], markdown(records).encode("utf-8"))
     paths["latency_vs_memory"] = plot_latency_vs_memory(records, out / "latency_vs_memory.png")
     paths["parity"] = plot_parity(records, out / "parity.png")
     return paths

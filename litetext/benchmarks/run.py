@@ -21,9 +21,17 @@ MIB = 2**20
 
 
 def _reason(error: BaseException) -> str:
+    """What a failed record says: the user's error as it is; an OS error as what failed where; anything else
+    as an unexpected failure to report, its type and first line kept as the detail."""
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else ""
-    return text if isinstance(error, LitetextError) else f"{type(error).__name__}: {text}"
+    if isinstance(error, LitetextError):
+        return text
+    if isinstance(error, OSError):
+        return f"{error.filename or 'a file'}: {error.strerror or text}"
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    return f"unexpected failure inside litetext (please report it with the command line): {type(error).__name__} {text}"
 
 
 class References:

@@ -90,11 +90,11 @@ class Target:
 class BundleTarget(Target):
     """An exported bundle folder, run by its target's runner (ONNX Runtime for onnx bundles)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, label: str | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, label: str | None = None, verify: bool = False):
         from litetext.bundle import Bundle
         from litetext.vocabulary.stored import KIND, text_path_of
 
-        self.bundle = Bundle.open(path)
+        self.bundle = Bundle.open(path, verify=verify)
         manifest = self.bundle.manifest
         self.label = label or str(path)
         self.runtime = RUNTIME_OF_BUNDLE_TARGET.get(manifest["target"], manifest["target"])
@@ -200,6 +200,9 @@ class BundleTarget(Target):
         else:
             if not Path(weights["path"]).exists():
                 raise LitetextError(f"{self.bundle.path} was exported from {weights['path']}, which is not here{hint}")
+            if not (Path(weights["path"]).is_dir() or Path(weights["path"]).is_file()):  # a FIFO would block
+                raise LitetextError(f"{self.bundle.path} names {weights['path']} as its checkpoint, which is not a "
+                                    f"file or folder{hint}")
             recipe = {"checkpoint": weights["path"]}
             if weights.get("format") != "transformers":
                 recipe.update(preset=model.get("preset"), context_length=ctx)
@@ -417,9 +420,10 @@ def _recipe_name(recipe: dict[str, Any]) -> str:
 
 
 def open_target(text: str, seed: int = 0, context_length: int | None = None, text_padding: str = "upstream",
-                threads: int | None = None) -> Target:
+                threads: int | None = None, verify: bool = False) -> Target:
     """A TARGET as the command line spells it (see the module docstring). Bundles keep their own context
-    length and padding; `context_length` and `text_padding` apply to torch targets."""
+    length and padding; `context_length` and `text_padding` apply to torch targets; `verify` checks a bundle's
+    sha256 hashes."""
     if text.startswith("torch:"):
         return TorchTarget.parse(text, seed, context_length, text_padding)
     if not Path(text).exists():
@@ -427,4 +431,4 @@ def open_target(text: str, seed: int = 0, context_length: int | None = None, tex
             f"target {text} does not exist: give an exported bundle folder, torch:PRESET, torch:CHECKPOINT "
             "or torch:PRESET:UPSTREAM.pt"
         )
-    return BundleTarget(text, threads=threads)
+    return BundleTarget(text, threads=threads, verify=verify)

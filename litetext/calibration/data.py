@@ -140,17 +140,12 @@ def read_images(paths: list[str | Path]) -> list[Path]:
     return images
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """An image as uint8 RGB [H, W, 3]; greyscale and alpha are converted."""
-    from PIL import Image, UnidentifiedImageError
+def load_rgb(path: str | Path, max_pixels: int | None = None, max_side: int | None = None) -> np.ndarray:
+    """An image as uint8 RGB [H, W, 3], read under a pixel limit, every mode converted by its meaning, reduced
+    to `max_side` when given (litetext.calibration.images.read_rgb)."""
+    from litetext.calibration.images import read_rgb
 
-    if not Path(path).is_file():
-        raise LitetextError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise LitetextError(f"cannot read image {path}: {e}") from None
+    return read_rgb(path, max_pixels, max_side)
 
 
 def preprocess_image(rgb: np.ndarray, image_size: int) -> np.ndarray:

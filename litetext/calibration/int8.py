@@ -47,6 +47,7 @@ class Int8Calibration:
     # Heads: the (height, width) of each feed's image. The search then also keeps the instances an app sees
     # (litetext.calibration.parity.instances_agree, the heads' export gate) on the calibration feeds.
     instance_image_sizes: list[tuple[int, int]] | None = None
+    images: list = field(default_factory=list)  # a calibration set's images ({"path", "sha256"}), for image graphs
 
 
 def layer_group(node_name: str) -> str:
@@ -83,7 +84,8 @@ def calibrate_ranges(fp32_path: Path, feeds: list[dict[str, np.ndarray]], method
         def get_next(self):
             return next(self.items, None)
 
-    with tempfile.TemporaryDirectory() as scratch:
+    # Beside the graph (in an export, inside the bundle's partial folder): a killed export leaves nothing elsewhere.
+    with tempfile.TemporaryDirectory(dir=Path(fp32_path).parent, prefix=".calibration-") as scratch:
         calibrator = create_calibrator(
             fp32_path, op_types, augmented_model_path=str(Path(scratch) / "augmented.onnx"),
             calibrate_method=getattr(CalibrationMethod, method_name), extra_options=options,

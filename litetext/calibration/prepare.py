@@ -29,7 +29,7 @@ def int8_calibration(ctx, padding, calib_prompts, calib_set, method, tokenizer=N
             tokens = tokenizer(calib_set.prompts, ctx, padding.pad_id)
         feeds = tokens.feeds(BATCH)
         report["token_ids"] = "the set's prompts tokenized with the pruned tokenizer.json (NEW ids)"
-    return Int8Calibration(feeds, method, prompts=len(calib_set.prompts), report=report)
+    return Int8Calibration(feeds, method, prompts=len(calib_set.prompts), report=report, images=calib_set.images)
 
 
 def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibration, calib_images,
@@ -43,7 +43,7 @@ def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibra
     from litetext.models.heads_semantics import heads_semantics_of
     from litetext.runtimes.torch_runner import TorchRunner
 
-    recorded = [i["path"] for i in calibration.report.get("calibration_set", {}).get("images", [])]
+    recorded = [_checked_image(i) for i in calibration.images]
     images = recorded or (read_images(calib_images) if calib_images else builtin_images())
     ids = np.concatenate([f["input_ids"] for f in calibration.feeds])
     mask = np.concatenate([f["attention_mask"] for f in calibration.feeds])
@@ -62,3 +62,16 @@ def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibra
                                             for _ in range(len(next(iter(batch.values()))))]
     return [{k: v[i : i + 1] for k, v in batch.items()} for batch in batches
             for i in range(len(next(iter(batch.values()))))]
+
+
+def _checked_image(record: dict) -> Path:
+    """A calibration set's image, still the one the set recorded (its sha256)."""
+    from litetext.errors import LitetextError
+    from litetext.files import sha256_of
+
+    path = Path(record["path"])
+    if not path.is_file():
+        raise LitetextError(f"image {path} of the calibration set is gone; make the set again with litetext calibrate")
+    if sha256_of(path) != record["sha256"]:
+        raise LitetextError(f"image {path} changed since the calibration set was made (sha256); make the set again")
+    return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,13 +72,21 @@ class CalibrationSet:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 ids, mask = data["input_ids"], data["attention_mask"]
-        except (OSError, ValueError, KeyError) as e:
-            raise LitetextError(f"{path} is not a litetext calibration set: {str(e).splitlines()[0]}") from None
-        if header.get("format") != FORMAT:
-            raise LitetextError(f"{path} has format {header.get('format')!r}, litetext reads {FORMAT}")
-        loaded = cls(header["prompts"], header["context_length"], header["pad_id"], ids, mask, header["images"],
-                     header["seed"], header["source_prompts"])
-        if loaded.content_hash != header["content_hash"]:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise LitetextError(f"{path} is not a litetext calibration set: {reason}") from None
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            found = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise LitetextError(f"{path} has format {found!r}, litetext reads {FORMAT}")
+        try:
+            loaded = cls(header["prompts"], header["context_length"], header["pad_id"], ids, mask, header["images"],
+                         header["seed"], header["source_prompts"])
+            same = loaded.content_hash == header["content_hash"]
+            paths_ok = all(isinstance(i["path"], str) and isinstance(i["sha256"], str) for i in loaded.images)
+        except (KeyError, TypeError, ValueError):
+            raise LitetextError(f"calibration set {path} is damaged (its header lacks or mistypes a field); make it "
+                                "again with litetext calibrate") from None
+        if not same or not paths_ok:
             raise LitetextError(f"calibration set {path} does not match its content hash: it was changed or is corrupt")
         return loaded
 

@@ -31,6 +31,7 @@ from litetext.models.graphs import (GRAPH_NAMES, GraphSpec, TextPadding, Toleran
 from litetext.models.loading import LoadedModel
 
 TEXT_BATCH = 8  # parity prompts per text-encoder feed
+CONTEXT_LENGTHS = (16, 32)  # every preset's (litetext.models.presets)
 HEADS_PROMPTS = 2  # parity prompts per image for the heads (batch 2: no size-1 batch specialised into the graph)
 
 
@@ -106,6 +107,7 @@ def export_bundle(
         described = {name: export_graph(plan, name, tmp, progress) for name in plan.graphs}
         text_path = write_text_path(plan, tmp, vocabulary, vocabulary_precision, prune_vocabulary, described, progress)
         manifest = build_manifest(plan, described, text_path)
+        manifest["tokenizer"]["sha256"] = sha256_of(tmp / manifest["tokenizer"]["file"])  # checked by Bundle.open
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
     progress(f"wrote {Path(out)}")
@@ -129,6 +131,8 @@ def plan_export(loaded, target, graphs, context_length, precision, text_padding,
     if unknown:
         raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
     padding = get_padding(text_padding)
+    if context_length is not None and context_length not in CONTEXT_LENGTHS:
+        raise LitetextError(f"context_length takes {' or '.join(map(str, CONTEXT_LENGTHS))}, not {context_length}")
     ctx = context_length or _default_context(loaded)
     specs = describe_graphs(loaded, ctx, padding)
     target_tolerances = getattr(module, "TOLERANCES", {})  # gates of target-only precisions (coreml w8, w4, ...)

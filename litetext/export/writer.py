@@ -12,6 +12,7 @@ from pathlib import Path
 
 from litetext.bundle import MANIFEST
 from litetext.errors import LitetextError
+from litetext.files import folder_lock, remove_orphans
 
 
 class BundleWriter:
@@ -21,6 +22,8 @@ class BundleWriter:
         self.out = Path(out).absolute()
         self.force = force
         self.tmp: Path | None = None
+        if os.path.lexists(self.out) and not self.out.is_dir():  # --force never replaces a file with a bundle
+            raise LitetextError(f"{self.out} is a file, not a folder; give the path of a folder to write")
         if self.out.exists() and not force:
             raise LitetextError(f"{self.out} already exists; pass --force to replace it")
         if self.out.exists() and not (self.out / MANIFEST).is_file() and any(self.out.iterdir()):
@@ -29,20 +32,26 @@ class BundleWriter:
 
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_orphans()
-        self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
-        os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
+        self._lock = folder_lock(self.out)  # a second export to the same OUT fails here, at once
+        self._lock.__enter__()
+        try:
+            if self.out.exists() and not self.force:  # written by another export since __init__ looked
+                raise LitetextError(f"{self.out} already exists; pass --force to replace it")
+            remove_orphans(self.out)  # partial folders of exports killed outright (out of memory)
+            self.tmp = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-{os.getpid()}-"))
+            os.chmod(self.tmp, 0o755)  # mkdtemp's 0700 would make the bundle private once renamed into place
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         return self.tmp
 
-    def _remove_orphans(self) -> None:
-        """A process killed outright (out of memory, SIGKILL) cannot clean up: remove the partial folders of
-        exports to this OUT whose process no longer runs."""
-        for partial in self.out.parent.glob(f".{self.out.name}.partial-*"):
-            pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-            if pid.isdigit() and not _running(int(pid)):
-                shutil.rmtree(partial, ignore_errors=True)
-
     def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            return self._finish(exc_type, exc)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _finish(self, exc_type, exc) -> bool:
         assert self.tmp is not None
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -60,14 +69,3 @@ class BundleWriter:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return False
-
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

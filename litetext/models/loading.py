@@ -102,7 +102,7 @@ def load_model(
 
 
 def _context_length(spec: Preset, context_length: int | None) -> int:
-    ctx = context_length or spec.default_context_length
+    ctx = spec.default_context_length if context_length is None else context_length  # 0 is refused, not defaulted
     if ctx not in spec.context_lengths:
         raise LitetextError(
             f"{spec.name} supports context lengths {list(spec.context_lengths)}, not {ctx}"
@@ -115,9 +115,12 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
     if not config_file.is_file():
         raise LitetextError(f"{path} is a folder without config.json: not a transformers checkpoint")
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as e:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LitetextError(f"{config_file} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise LitetextError(f"{config_file} holds a JSON {type(config).__name__}, not a transformers config object")
+    model_type = config.get("model_type")
     family = _FAMILY_OF_MODEL_TYPE.get(model_type)
     if family is None:
         raise LitetextError(
@@ -126,14 +129,21 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
         )
     if not any(path.glob("*.safetensors")):
         raise LitetextError(f"{path} holds no .safetensors weights (pickled .bin files are not loaded)")
-    try:
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its multi-line loading report: the one line below says it
+    try:  # mismatched shapes are listed (then refused below) rather than raised as "look at the above report"
         model, info = model_class(family).from_pretrained(
-            path, local_files_only=True, output_loading_info=True, use_safetensors=True
+            path, local_files_only=True, output_loading_info=True, use_safetensors=True, ignore_mismatched_sizes=True
         )
     except Exception as e:  # safetensors and transformers raise many types for broken files
         raise LitetextError(f"cannot load checkpoint {path}: {_one_line(e)}") from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     unexpected = [k for k in info.get("unexpected_keys", []) if not _IGNORED_KEYS.match(k)]
-    _fail_on_key_problems(path, info.get("missing_keys", []), unexpected, info.get("mismatched_keys", []))
+    mismatched = sorted(f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in info.get("mismatched_keys", []))
+    _fail_on_key_problems(path, sorted(info.get("missing_keys", [])), sorted(unexpected), mismatched)
     weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
     return LoadedModel(model.eval(), family, weights, None)
 

@@ -137,7 +137,6 @@ def read_upstream_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-
 def state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     """The state dict in a loaded payload: `{"model": sd}`, `{"state_dict": sd}` or a bare state dict (other
     entries beside the wrapper, such as `meta`, are not part of it). ValueError when it holds non-tensors."""
@@ -155,7 +154,6 @@ def state_dict_of(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-
 def load_payload(path: str | Path) -> Any:
     """What an upstream .pt file holds (a dict, usually), read with `torch.load(weights_only=True)`: never runs
     code. Raises ValueError with one line when the file is missing, truncated, not a PyTorch file or needs code."""
@@ -166,16 +164,18 @@ def load_payload(path: str | Path) -> Any:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         reason = _unpickler_reason(e)
-        if "Unsupported global" in reason:  # the pickle names a class/function: loading it could run code
+        with open(path, "rb") as f:  # torch's zip format, or a pickle (protocol 2+)
+            pickled = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
+        if "Unsupported global" in reason or ("Weights only load failed" in str(e) and pickled):  # could run code
             raise ValueError(
-                f"checkpoint {path} holds objects other than tensors and plain containers; "
-                f"refusing to unpickle them: {reason}"
+                f"checkpoint {path} was refused for safety: it holds objects other than tensors and plain "
+                f"containers, which could run code when unpickled ({reason.split(' In PyTorch')[0]}); litetext "
+                "never runs code from a file: save the state dict of tensors alone"
             ) from None
         raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {reason}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, IndexError, KeyError) as e:
         raise ValueError(f"checkpoint {path} is truncated or not a PyTorch file: {_first_line(e)}") from None
     return obj
-
 
 
 def _unpickler_reason(error: BaseException) -> str:
@@ -188,7 +188,6 @@ def _unpickler_reason(error: BaseException) -> str:
         if lines:
             return lines[0].split(" Please use ", 1)[0]  # drop torch's advice to allowlist it
     return _first_line(error)
-
 
 
 def _first_line(error: BaseException) -> str:

@@ -11,6 +11,14 @@ from litetext.models.graphs import GraphSpec
 from litetext.runtimes.base import Runner
 
 
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+              "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def _listed(tensors) -> str:
+    return ", ".join(f"{name} {dtype}" for name, dtype in tensors) or "none"
+
+
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
 
@@ -32,9 +40,12 @@ class OnnxRuntimeRunner(Runner):
         except Exception as e:  # onnxruntime raises its own exception types for broken files
             raise LitetextError(f"ONNX Runtime cannot open {path}: {str(e).splitlines()[0]}") from None
         self.provider = provider
-        have = [i.name for i in self.session.get_inputs()]
-        if have != spec.input_names:
-            raise LitetextError(f"{path} has inputs {have}, the manifest says {spec.input_names}")
+        for kind, have, want in (("inputs", self.session.get_inputs(), spec.inputs),
+                                 ("outputs", self.session.get_outputs(), spec.outputs)):
+            have = [(t.name, ORT_DTYPES.get(t.type, t.type)) for t in have]
+            want = [(t.name, t.dtype) for t in want]
+            if have != want:
+                raise LitetextError(f"{path} has {kind} {_listed(have)}, the manifest says {_listed(want)}")
 
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.spec.output_names, feed)

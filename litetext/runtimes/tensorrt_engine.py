@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from litetext.errors import LitetextError
+from litetext.files import write_bytes_atomic
 from litetext.models.graphs import GraphSpec
 
 
@@ -196,9 +197,9 @@ def build_engine(onnx_path: Path, spec: GraphSpec, out: Path, *, batch_profile=B
         if plan is None:
             raise LitetextError(f"TensorRT {trt.__version__} could not build an engine from {Path(onnx_path).name} "
                                 "(its log above says why)")
-        Path(out).write_bytes(bytes(plan))
+        write_bytes_atomic(out, bytes(plan))
         if timing_cache:
-            Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+            write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

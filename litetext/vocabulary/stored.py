@@ -152,10 +152,15 @@ class FixedVocabulary:
                                     "damaged; export the bundle again")
             files[name] = data
         npz_name, txt_name = entry.get("features_file", FEATURES_FILE), entry.get("prompts_file", PROMPTS_FILE)
-        with np.load(io.BytesIO(files[npz_name]), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        prompts = [str(p) for p in arrays["prompts"]]
-        listed = files[txt_name].decode("utf-8").split("\n")[:-1]
+        try:  # the hashes matched, yet a bundle made to mislead can hold anything
+            with np.load(io.BytesIO(files[npz_name]), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            prompts = [str(p) for p in arrays["prompts"]]
+            listed = files[txt_name].decode("utf-8").split("\n")[:-1]
+            arrays["text_features"], arrays["attention_mask"]
+        except Exception as e:  # numpy and zipfile raise many types for a damaged file
+            raise LitetextError(f"{folder / npz_name} is not a fixed vocabulary's features file: "
+                                f"{type(e).__name__}") from None
         if listed != prompts:
             raise LitetextError(f"{folder / txt_name} does not list the prompts stored in {npz_name}")
         info = {k: v for k, v in entry.items() if k in ("context_length", "text_padding", "weights_label",
@@ -323,8 +328,14 @@ class PrunedTokenizer:
             if _sha256(data[key]) != entry["sha256"][entry[key]]:
                 raise LitetextError(f"{path} does not match its sha256 in the manifest: the file was changed or "
                                     "damaged; export the bundle again")
-        pruned = PrunedVocabulary.from_json(json.loads(data["pruned_tokens_file"]))
-        return cls(data["tokenizer_file"].decode("utf-8"), pruned)
+        try:  # the hashes matched, yet a bundle made to mislead can hold anything
+            pruned = PrunedVocabulary.from_json(json.loads(data["pruned_tokens_file"]))
+            return cls(data["tokenizer_file"].decode("utf-8"), pruned)
+        except LitetextError:
+            raise
+        except Exception as e:  # json, numpy and tokenizers raise many types for a damaged file
+            raise LitetextError(f"{folder} holds a damaged pruned tokenizer ({type(e).__name__}); export the bundle "
+                                "again") from None
 
     def __call__(self, texts: str | Sequence[str], context_length: int, pad_id: int = 0):
         import warnings

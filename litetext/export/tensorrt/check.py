@@ -19,7 +19,6 @@ Two families of problems, each reported with the node it concerns:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,20 +110,20 @@ def errors_of(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity == "error"]
 
 
-def check_bundle(path, versions=(10, 11)) -> dict[str, list[Finding]]:
-    """Findings per graph of a bundle folder (any target: an onnx bundle can be checked for TensorRT too)."""
-    path = Path(path)
-    manifest_file = path / "manifest.json"
-    if not manifest_file.is_file():
-        raise LitetextError(f"{path} is not a litetext bundle (no manifest.json); make one with litetext export")
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+def check_bundle(path, versions=(10, 11), verify: bool = True) -> dict[str, list[Finding]]:
+    """Findings per graph of a bundle folder (any ONNX target: an onnx bundle can be checked for TensorRT too),
+    after the bundle's own checks (litetext.bundle_check, sha256 of every file with `verify`)."""
+    from litetext.bundle import Bundle
+
+    bundle = Bundle.open(path, verify=verify)
+    if any(not g["file"].endswith(".onnx") for g in bundle.manifest["graphs"].values()):
+        raise LitetextError(f"{bundle.path} is a {bundle.manifest['target']} bundle; litetext check reads ONNX graphs")
     out: dict[str, list[Finding]] = {}
-    for name, graph in manifest["graphs"].items():
-        file = path / graph["file"]
-        if not file.is_file():
-            raise LitetextError(f"{path} is incomplete: graph {name} file {graph['file']} is missing")
-        findings = check_model(file, versions)
-        if manifest.get("target") == "tensorrt":
+    for name, graph in bundle.manifest["graphs"].items():
+        file = bundle.path / graph["file"]
+        model = _load(file, bundle.spec(name))
+        findings = check_model(model, versions)
+        if bundle.manifest["target"] == "tensorrt":
             for v in versions:
                 recipe = file.with_name(f"{file.stem}.trt{v}.sh")
                 if not recipe.is_file():
@@ -132,6 +131,26 @@ def check_bundle(path, versions=(10, 11)) -> dict[str, list[Finding]]:
                                             versions=(v,)))
         out[name] = findings
     return out
+
+
+def _load(file: Path, spec):
+    """The ONNX graph at `file` (weights not loaded), its inputs and outputs checked against the manifest's."""
+    import onnx
+
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception as e:  # protobuf raises its own DecodeError for a damaged file
+        raise LitetextError(f"{file} is not a readable ONNX graph: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                            ) from None
+    dtype = lambda t: onnx.helper.tensor_dtype_to_np_dtype(t.type.tensor_type.elem_type).name  # noqa: E731
+    for kind, have, want in (("inputs", model.graph.input, spec.inputs), ("outputs", model.graph.output, spec.outputs)):
+        try:
+            got = [(t.name, dtype(t)) for t in have]
+        except (KeyError, ValueError, TypeError):
+            got = [(t.name, "?") for t in have]
+        if got != [(t.name, t.dtype) for t in want]:
+            raise LitetextError(f"{file} has {kind} {got}, the manifest says {[(t.name, t.dtype) for t in want]}")
+    return model
 
 
 # --- operators -------------------------------------------------------------------------------------------------
