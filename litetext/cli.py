@@ -82,6 +82,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
     from litetext.calibration.data import read_prompts
     from litetext.export import export_bundle, target_module
     from litetext.export.writer import BundleWriter
+    from litetext.models.graphs import check_graph_names
     from litetext.models.loading import load_model
 
     module = target_module(target)  # an unknown target fails before the model loads
@@ -93,8 +94,12 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
                    "batch_sizes": [int(b) for b in split_list((batch_sizes,))]}
         module.check_options(precision, **options)  # so does a w4 for iOS17
     BundleWriter(out, force)  # so does an existing OUT
+    chosen_graphs = split_list(graphs) or None
+    check_graph_names(chosen_graphs or [])  # and a typo in a graph name, before any model is built
     progress = _progress()
-    loaded = load_model(preset, checkpoint, random_init, seed, context_length)
+    # A text-only export builds and loads only the text encoder (a fixed vocabulary needs the whole model).
+    loaded = load_model(preset, checkpoint, random_init, seed, context_length,
+                        graphs=None if vocabulary_files else chosen_graphs)
     prompts = read_prompts(list(parity_prompts)) if parity_prompts else None
     from litetext.calibration.sets import CalibrationSet
 
@@ -103,7 +108,7 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
     gate = {k: v for k, v in [("min_cosine_mean", min_cosine_mean),
                               ("min_cosine_worst_1pct", min_cosine_worst_1pct)] if v is not None}
     manifest = export_bundle(
-        loaded, out, target=target, graphs=split_list(graphs) or None, context_length=context_length,
+        loaded, out, target=target, graphs=chosen_graphs, context_length=context_length,
         precision=precision, text_padding=text_padding, parity_prompts=prompts,
         parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_images=list(calib_images) or None,
         calib_method=calib_method,

@@ -79,7 +79,7 @@ def _prepare(job: dict[str, Any]):
         from litetext.runtimes.torch_runner import TorchRunner
 
         def load():
-            loaded = load_model(**job["recipe"])
+            loaded = load_model(**job["recipe"], graphs=[job["graph"]])  # a text encoder alone: only it
             padding = get_padding(job["text_padding"])
             ctx = job["context_length"]
             runner = TorchRunner(build_graph(job["graph"], loaded, ctx, padding),

@@ -119,6 +119,9 @@ def plan_export(loaded, target, graphs, context_length, precision, text_padding,
     unknown = [g for g in graphs if g not in GRAPH_NAMES]
     if unknown:
         raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+    if loaded.text_only and graphs != ["text_encoder"]:
+        raise LitetextError(f"the model was loaded for the text encoder only, not {', '.join(graphs)}; load it with "
+                            "load_model(..., graphs=None) (the whole model)")
     padding = get_padding(text_padding)
     ctx = context_length or _default_context(loaded)
     specs = describe_graphs(loaded, ctx, padding)

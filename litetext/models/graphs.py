@@ -46,6 +46,12 @@ TEXT_PADDINGS = {
 }
 
 
+def check_graph_names(graphs) -> None:
+    unknown = [g for g in graphs if g not in GRAPH_NAMES]
+    if unknown:
+        raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+
+
 def get_padding(name: str) -> TextPadding:
     if name not in TEXT_PADDINGS:
         raise LitetextError(f"unknown text padding {name!r}; choose one of: {', '.join(TEXT_PADDINGS)}")

@@ -31,6 +31,7 @@ class LoadedModel:
     family: str  # TEACHER or STUDENT
     weights: dict[str, Any]  # where the weights came from; goes into every manifest and result
     preset: str | None = None
+    text_only: bool = False  # built for the text encoder alone (litetext.models.text_only): no vision, no heads
 
     @property
     def is_random(self) -> bool:
@@ -56,9 +57,12 @@ def load_model(
     seed: int = 0,
     context_length: int | None = None,
     config_overrides: dict[str, Any] | None = None,
+    graphs: list[str] | tuple[str, ...] | None = None,
 ) -> LoadedModel:
     """Build or load a model. Exactly one of `checkpoint` or `random_init` is required; an upstream .pt
-    checkpoint also needs `preset` to name its architecture."""
+    checkpoint also needs `preset` to name its architecture. `graphs` names the graphs the model is for
+    (default: all): for the text encoder alone, only it is built and loaded (litetext.models.text_only)."""
+    text_only = graphs is not None and set(graphs) == {"text_encoder"}
     if (checkpoint is None) == (not random_init):
         raise LitetextError(
             "say where the weights come from: --checkpoint PATH, or --random-init --seed N for random weights"
@@ -70,22 +74,29 @@ def load_model(
         ctx = _context_length(spec, context_length)
         import torch
 
-        torch.manual_seed(seed)
-        model = model_class(spec.family)(build_config(spec, ctx, config_overrides))
+        from litetext.models.text_only import random_text_part, use_text_part
+
+        config = build_config(spec, ctx, config_overrides)
+        if text_only:
+            model = random_text_part(config, spec.family, seed)
+        else:
+            torch.manual_seed(seed)
+            model = model_class(spec.family)(config)
+            use_text_part(model, random_text_part(model.config, spec.family, seed))  # as a text-only load's
         log.warning("litetext: using RANDOM weights (seed %d) for %s: outputs mean nothing", seed, preset)
-        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed}, preset)
+        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed}, preset, text_only)
 
     path = Path(checkpoint)
     if not path.exists():
         raise LitetextError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        return _load_transformers_folder(path)
+        return _load_transformers_folder(path, text_only)
     if preset is None:
         raise LitetextError(
             f"{path} is an upstream PyTorch checkpoint: add --model PRESET (one of sam3, litetext-s0, "
             "litetext-s1, litetext-l) to name its architecture"
         )
-    return _load_upstream_file(path, get_preset(preset), context_length, config_overrides)
+    return _load_upstream_file(path, get_preset(preset), context_length, config_overrides, text_only)
 
 
 def _context_length(spec: Preset, context_length: int | None) -> int:
@@ -97,7 +108,7 @@ def _context_length(spec: Preset, context_length: int | None) -> int:
     return ctx
 
 
-def _load_transformers_folder(path: Path) -> LoadedModel:
+def _load_transformers_folder(path: Path, text_only: bool = False) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise LitetextError(f"{path} is a folder without config.json: not a transformers checkpoint")
@@ -113,6 +124,9 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
         )
     if not any(path.glob("*.safetensors")):
         raise LitetextError(f"{path} holds no .safetensors weights (pickled .bin files are not loaded)")
+    weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
+    if text_only:
+        return LoadedModel(_text_part_of_folder(path, family), family, weights, None, True)
     try:
         model, info = model_class(family).from_pretrained(
             path, local_files_only=True, output_loading_info=True, use_safetensors=True
@@ -121,18 +135,37 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
         raise LitetextError(f"cannot load checkpoint {path}: {_one_line(e)}") from None
     unexpected = [k for k in info.get("unexpected_keys", []) if not _IGNORED_KEYS.match(k)]
     _fail_on_key_problems(path, info.get("missing_keys", []), unexpected, info.get("mismatched_keys", []))
-    weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
     return LoadedModel(model.eval(), family, weights, None)
 
 
+def _text_part_of_folder(path: Path, family: str):
+    """The text encoder and projection of a transformers folder; the other tensors are not read."""
+    from litetext.models.text_only import TextOnlyModel, key_problems, read_text_tensors
+
+    try:
+        config = model_class(family).config_class.from_pretrained(path, local_files_only=True)
+        part = TextOnlyModel(config, family)
+        state = read_text_tensors(path)
+    except Exception as e:  # safetensors and transformers raise many types for broken files
+        raise LitetextError(f"cannot load checkpoint {path}: {_one_line(e)}") from None
+    _fail_on_key_problems(path, *key_problems(part, state))
+    part.load_state_dict(state, strict=True)
+    return part.eval()
+
+
 def _load_upstream_file(
-    path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None
+    path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None,
+    text_only: bool = False,
 ) -> LoadedModel:
     from litetext.models.upstream import read_upstream_checkpoint, upstream_to_hf
 
     ctx = _context_length(spec, context_length)
     try:
         upstream = read_upstream_checkpoint(path)
+        if text_only:
+            from litetext.models.text_only import upstream_text_keys
+
+            upstream = upstream_text_keys(upstream)  # the vision encoder and heads are not converted
         # Upstream keeps the first `ctx` rows of the student's 77-row position table (it does not interpolate).
         converted = upstream_to_hf(upstream, spec.family, context_length=ctx if spec.family == STUDENT else None)
     except ValueError as e:
@@ -150,7 +183,12 @@ def _load_upstream_file(
             overrides["text_config"] = {**overrides.get("text_config", {}), "max_position_embeddings": table.shape[2]}
     # Built on the CPU, not the meta device: non-persistent buffers (rotary tables, position ids) are made
     # at construction and are not in any checkpoint.
-    model = model_class(spec.family)(build_config(spec, ctx, overrides))
+    if text_only:
+        from litetext.models.text_only import TextOnlyModel
+
+        model = TextOnlyModel(build_config(spec, ctx, overrides), spec.family)
+    else:
+        model = model_class(spec.family)(build_config(spec, ctx, overrides))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -162,7 +200,7 @@ def _load_upstream_file(
     _fail_on_key_problems(path, missing, unexpected, mismatched, hint=f"is {spec.name} the right preset?")
     model.load_state_dict(state, strict=True)
     weights = {"kind": "checkpoint", "format": "upstream", "path": str(path), "sha256": sha256_of(path)}
-    return LoadedModel(model.eval(), spec.family, weights, spec.name)
+    return LoadedModel(model.eval(), spec.family, weights, spec.name, text_only)
 
 
 def _fail_on_key_problems(path, missing, unexpected, mismatched, hint: str = "") -> None:
