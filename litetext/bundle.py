@@ -60,7 +60,9 @@ class Bundle:
         if graph not in self.manifest["graphs"]:
             raise LitetextError(f"{self.path} has no {graph} graph (it has {', '.join(self.graphs)})")
         g = self.manifest["graphs"][graph]
-        tensors = lambda items: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)  # noqa: E731
+        # runner_dtype: what litetext's runners take where the artifact takes another type (Core ML: int32 ids)
+        tensors = lambda items: tuple(TensorSpec(t["name"], t.get("runner_dtype", t["dtype"]), tuple(t["shape"]))  # noqa: E731
+                                      for t in items)
         tolerance = {k: Tolerance(**v) for k, v in g.get("tolerance", {}).items()}
         return GraphSpec(graph, tensors(g["inputs"]), tensors(g["outputs"]), tolerance)
 

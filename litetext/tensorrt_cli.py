@@ -31,13 +31,35 @@ def _versions(values) -> tuple[int, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @friendly_errors
 def check(bundle, target, versions, as_json):
-    """Check BUNDLE's graphs statically: operators TensorRT's parser lacks and misplaced or malformed Q/DQ
-    (zero points, uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
+    """Check BUNDLE: every graph's files are present and match the manifest's sha256; for onnx and tensorrt
+    bundles also, statically, operators TensorRT's parser lacks and misplaced or malformed Q/DQ (zero points,
+    uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
+    from litetext.bundle import Bundle
     from litetext.export.tensorrt.check import check_bundle, errors_of
+    from litetext.files import sha256_of
 
     if target != "tensorrt":
         raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
     chosen = _versions(versions)
+    opened = Bundle.open(bundle)  # present files (a Core ML package is a folder)
+    made_for = opened.manifest.get("target")
+    changed = [g for g, entry in opened.manifest["graphs"].items()
+               if entry.get("sha256") and sha256_of(opened.path / entry["file"]) != entry["sha256"]]
+    say = (lambda line: None) if as_json else click.echo  # --json prints only the JSON
+    say(f"{bundle}: {len(opened.graphs) - len(changed)} of {len(opened.graphs)} graphs present with the manifest's "
+        f"sha256" + (f"; changed since the export: {', '.join(changed)}" if changed else ""))
+    if made_for not in ("onnx", "tensorrt"):
+        say(f"{bundle} is a {made_for} bundle: that is all litetext check checks for it (the TensorRT checks read "
+            "ONNX graphs; litetext export --target tensorrt makes them)")
+        if as_json:
+            click.echo(json.dumps({"sha256_changed": changed}, indent=2))
+        if changed:
+            sys.exit(1)
+        return
+    precision = opened.manifest.get("precision")
+    if made_for == "onnx":
+        say(f"{bundle} was made for ONNX Runtime (--target onnx, {precision}); checking its graphs for TensorRT "
+            f"{', '.join(map(str, chosen))}")
     results = check_bundle(bundle, chosen)
     errors = sum(len(errors_of(f)) for f in results.values())
     if as_json:
@@ -48,7 +70,13 @@ def check(bundle, target, versions, as_json):
             click.echo(f"{graph}: {counts} (TensorRT {', '.join(map(str, chosen))})")
             for finding in findings:
                 click.echo(f"  {finding}")
-    if errors:
+    if errors and made_for == "onnx":
+        say(f"{errors} errors: this bundle was made for ONNX Runtime"
+            + (" (its INT8 is ONNX Runtime's: uint8 activations, Q/DQ where ONNX Runtime fuses them)"
+               if precision == "int8" else "")
+            + f"; `litetext export --target tensorrt --precision {precision if precision != 'fp32' else 'fp16'}` "
+              "exports for TensorRT")
+    if errors or changed:
         sys.exit(1)
 
 

@@ -121,6 +121,9 @@ def check_bundle(path, versions=(10, 11)) -> dict[str, list[Finding]]:
     out: dict[str, list[Finding]] = {}
     for name, graph in manifest["graphs"].items():
         file = path / graph["file"]
+        if file.is_dir():  # a Core ML package is a folder
+            raise LitetextError(f"graph {name} of {path} is {graph['file']}, not an ONNX graph: TensorRT checks apply "
+                                "to onnx and tensorrt bundles (litetext export --target tensorrt)")
         if not file.is_file():
             raise LitetextError(f"{path} is incomplete: graph {name} file {graph['file']} is missing")
         findings = check_model(file, versions)

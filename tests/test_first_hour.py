@@ -1,0 +1,80 @@
+"""What a new user meets in the first hour: `check` on every target, manifests that state what the artifact
+takes, help texts from the code's tables, and errors that all start "error:"."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from litetext.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def coreml_bundle(tmp_path_factory, tiny_s0):
+    pytest.importorskip("coremltools")
+    from litetext.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("coreml") / "b"
+    export_bundle(tiny_s0, out, target="coreml", graphs=["text_encoder"], precision="fp16",
+                  text_padding="transformers")
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_bundle(tmp_path_factory, tiny_s0):
+    from litetext.export.pipeline import export_bundle
+
+    out = tmp_path_factory.mktemp("int8") / "b"
+    export_bundle(tiny_s0, out, target="onnx", graphs=["text_encoder"], precision="int8")
+    return out
+
+
+def test_check_on_a_coreml_bundle_says_what_it_checks(coreml_bundle):
+    result = run("check", coreml_bundle)
+    assert result.exit_code == 0, result.output
+    assert "missing" not in result.output
+    assert "1 of 1 graphs present with the manifest's sha256" in result.output
+    assert "is a coreml bundle" in result.output and "--target tensorrt" in result.output
+
+
+def test_check_finds_a_changed_package(coreml_bundle, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(coreml_bundle, tmp_path / "copy")
+    weights = next((copy / "text_encoder.mlpackage").rglob("weight.bin"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    result = run("check", copy)
+    assert result.exit_code == 1 and "changed since the export: text_encoder" in result.output
+
+
+def test_coreml_manifest_states_the_int32_inputs_the_package_takes(coreml_bundle):
+    from litetext.bundle import Bundle
+
+    graph = json.loads((coreml_bundle / "manifest.json").read_text())["graphs"]["text_encoder"]
+    assert [(t["name"], t["dtype"]) for t in graph["inputs"]] == [("input_ids", "int32"), ("attention_mask", "int32")]
+    assert all(t["runner_dtype"] == "int64" for t in graph["inputs"])
+    # litetext's runners keep one contract (int64 ids, cast for Core ML)
+    assert [t.dtype for t in Bundle.open(coreml_bundle).spec("text_encoder").inputs] == ["int64", "int64"]
+
+
+def test_onnx_manifest_inputs_are_what_the_onnx_graph_takes(onnx_int8_bundle):
+    import onnx
+
+    graph = json.loads((onnx_int8_bundle / "manifest.json").read_text())["graphs"]["text_encoder"]
+    model = onnx.load(onnx_int8_bundle / "text_encoder.onnx", load_external_data=False)
+    declared = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name for i in model.graph.input}
+    assert {t["name"]: t["dtype"] for t in graph["inputs"]} == declared
+
+
+def test_check_on_an_onnx_int8_bundle_says_it_was_made_for_onnx_runtime(onnx_int8_bundle):
+    result = run("check", onnx_int8_bundle)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert "was made for ONNX Runtime" in lines[1]
+    assert "litetext export --target tensorrt --precision int8" in lines[-1]
