@@ -7,6 +7,8 @@ import time
 
 import click
 
+from litetext.cli_format import (DerivedHelpOption, LitetextGroup, calibration_images_help,
+                                  calibration_prompts_help, precision_help)
 from litetext.cli_helpers import friendly_errors, split_list
 
 
@@ -15,7 +17,7 @@ def _progress():
     return lambda message: click.echo(f"[{time.perf_counter() - start:7.1f}s] {message}", err=True)
 
 
-@click.group()
+@click.group(cls=LitetextGroup)
 @click.version_option(package_name="litetext")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def main(verbose: bool) -> None:
@@ -47,9 +49,9 @@ def model_options(command):
               show_default=True, help="coreml target: compute units the package records and macOS runs it with.")
 @click.option("--batch-sizes", default="1,2,4,8", show_default=True,
               help="coreml target: enumerated batch sizes (vision encoder and heads: the smallest).")
-@click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
+@click.option("--graphs", multiple=True, help="Comma-separated: text_encoder,vision_encoder,heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
-@click.option("--precision", default="fp32", show_default=True, help="onnx: fp32, fp16, int8 (text_encoder, heads); tensorrt: fp16, int8; coreml: fp16, w8, w4, w8a8.")
+@click.option("--precision", default="fp32", show_default=True, cls=DerivedHelpOption, derive_help=precision_help)
 @click.option("--text-padding", default="upstream", show_default=True,
               help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
                    "(pad 49407, masked).")
@@ -57,10 +59,10 @@ def model_options(command):
               help="Prompt files or folders to check parity on (default: the 80 COCO names).")
 @click.option("--parity-images", multiple=True, type=click.Path(),
               help="Images or folders to check parity on (default: two built-in photos).")
-@click.option("--calib-prompts", multiple=True, type=click.Path(),
-              help="INT8: prompt files or folders to calibrate on (default: built-in category names).")
-@click.option("--calib-images", multiple=True, type=click.Path(),
-              help="INT8 heads: images or folders to calibrate on (default: two built-in photos).")
+@click.option("--calib-prompts", multiple=True, type=click.Path(), cls=DerivedHelpOption,
+              derive_help=calibration_prompts_help)
+@click.option("--calib-images", multiple=True, type=click.Path(), cls=DerivedHelpOption,
+              derive_help=calibration_images_help)
 @click.option("--calib-set", type=click.Path(), help="INT8: a set saved by litetext calibrate (instead of --calib-prompts).")
 @click.option("--calib-method", default="minmax", show_default=True, help="INT8: minmax, entropy or percentile.")
 @click.option("--min-cosine-mean", type=float, help="INT8: lower the gate on mean cosine (default 0.995).")

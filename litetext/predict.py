@@ -30,8 +30,8 @@ class Predictor:
         missing = [g for g in needed if g not in self.bundle.graphs]
         if missing:
             raise LitetextError(
-                f"{self.bundle.path} lacks graphs {missing} needed to predict; export with --graphs "
-                f"{' '.join(NEEDED_GRAPHS)}"
+                f"{self.bundle.path} lacks graphs {missing} needed to predict; export them with litetext export "
+                f"--graphs {','.join(NEEDED_GRAPHS)} (the default: every graph)"
             )
         self.runners = {g: self.bundle.runner(g) for g in needed}
         self.tokenizer = self.bundle.tokenizer()

@@ -78,3 +78,48 @@ def test_check_on_an_onnx_int8_bundle_says_it_was_made_for_onnx_runtime(onnx_int
     lines = result.output.strip().splitlines()
     assert "was made for ONNX Runtime" in lines[1]
     assert "litetext export --target tensorrt --precision int8" in lines[-1]
+
+
+def _help_text(*command):
+    return " ".join(run(*command, "--help").output.split())  # click wraps lines
+
+
+def test_precision_help_is_the_targets_table():
+    from litetext.cli_format import precision_graphs
+
+    text = _help_text("export")
+    table = precision_graphs()
+    assert table["onnx"]["int8"] == ["text_encoder", "vision_encoder", "heads"]
+    assert "fp32" in table["coreml"]
+    for target, precisions in table.items():
+        assert f"{target}: " + ", ".join(precisions).split(",")[0] in text
+        for precision in precisions:
+            assert precision in text
+    assert "onnx: fp32, fp16, int8;" in text and "coreml: fp32, fp16, w8, w4 (text_encoder only)" in text
+    assert "(vision_encoder, heads) at a calibrated precision (onnx int8, tensorrt int8)" in text
+
+
+def test_usage_errors_start_with_error_and_say_lists_take_commas(tmp_path):
+    result = run("export", "--model", "litetext-s0", "--random-init", "--graphs", "text_encoder", "heads",
+                 "-o", tmp_path / "b")
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: Got unexpected extra argument (heads)") and "comma-separated" in last
+    assert "Error" not in result.output
+    missing = run("export", "--model", "litetext-s0")
+    assert missing.exit_code == 2 and missing.output.strip().splitlines()[-1].startswith("error: Missing option")
+
+
+def test_predicts_hint_is_an_export_that_works(tmp_path, tiny_s0):
+    from conftest import builtin_image
+
+    tiny_s0.model.save_pretrained(tmp_path / "ckpt")
+    assert run("export", "--checkpoint", tmp_path / "ckpt", "--graphs", "text_encoder", "-o", tmp_path / "t").exit_code == 0
+    result = run("predict", tmp_path / "t", "--image", builtin_image(), "--prompt", "cat", "-o", tmp_path / "p")
+    assert result.exit_code == 2 and result.output.startswith("error: ")
+    hint = result.output.split("litetext export ", 1)[1].split()
+    graphs = hint[hint.index("--graphs") + 1]
+    again = run("export", "--checkpoint", tmp_path / "ckpt", "--graphs", graphs, "-o", tmp_path / "full")
+    assert again.exit_code == 0, again.output
+    assert run("predict", tmp_path / "full", "--image", builtin_image(), "--prompt", "cat", "-o",
+               tmp_path / "p").exit_code == 0

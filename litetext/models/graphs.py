@@ -122,6 +122,10 @@ _HEADS_TOLERANCE = {
 }
 
 
+# Each graph's gates by precision: which precisions a graph exports (targets add their own, TOLERANCES).
+GRAPH_TOLERANCES = {"text_encoder": _TEXT_TOLERANCE, "vision_encoder": _VISION_TOLERANCE, "heads": _HEADS_TOLERANCE}
+
+
 @dataclass(frozen=True)
 class ModelGeometry:
     """Sizes of a loaded model that shape its graphs."""
