@@ -123,7 +123,14 @@ def export(preset, checkpoint, random_init, seed, target, tensorrt_versions, dep
     for name, graph in manifest["graphs"].items():
         worst = min(p["cosine_min"] for p in graph["parity"]["outputs"].values())
         err = max(p["max_abs_error"] for p in graph["parity"]["outputs"].values())
-        click.echo(f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}")
+        line = f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}"
+        gate = graph["tolerance"][precision]
+        if gate["min_cosine_mean"] or gate["min_cosine_worst_1pct"]:  # what gates a quantized graph
+            figures = graph["parity"]["outputs"].values()
+            line += (f"   cosine mean {min(p['cosine_mean'] for p in figures):.5f} (gate {gate['min_cosine_mean']}),"
+                     f" worst 1% {min(p['cosine_worst_1pct'] for p in figures):.5f} "
+                     f"(gate {gate['min_cosine_worst_1pct']})")
+        click.echo(line)
     text_path = manifest.get("text_path") or {}
     if text_path.get("kind") == "pruned_text_encoder":
         covered, rest, params = text_path["parity_prompts"], text_path["uncovered_parity"], text_path["parameters"]

@@ -4,6 +4,7 @@ code does), and click's own usage errors in litetext's form ("error: ..." and ho
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 import click
@@ -82,6 +83,8 @@ class LitetextGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        shown = warnings.showwarning
+        warnings.showwarning = _one_line_warning(shown)
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.UsageError as e:
@@ -96,6 +99,8 @@ class LitetextGroup(click.Group):
         except click.ClickException as e:
             click.secho(f"error: {e.format_message()}", fg="red", err=True)
             sys.exit(e.exit_code)
+        finally:
+            warnings.showwarning = shown
         sys.exit(code if isinstance(code, int) else 0)  # --help and --version return 0 here
 
 
@@ -104,3 +109,16 @@ def _extra_argument_hint(error: click.exceptions.UsageError) -> str:
     if "unexpected extra argument" in error.format_message():
         return " (options that take several values take them comma-separated: --graphs text_encoder,heads)"
     return ""
+
+
+def _one_line_warning(fallback):
+    """litetext's own warnings (a prompt truncated, ...) as one line "warning: ...", not Python's two lines
+    with the path of the code that warned; other libraries' warnings as Python shows them."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.split(".")[0] == "litetext":
+            click.secho(f"warning: {message}", fg="yellow", err=True)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show

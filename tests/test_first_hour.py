@@ -123,3 +123,33 @@ def test_predicts_hint_is_an_export_that_works(tmp_path, tiny_s0):
     assert again.exit_code == 0, again.output
     assert run("predict", tmp_path / "full", "--image", builtin_image(), "--prompt", "cat", "-o",
                tmp_path / "p").exit_code == 0
+
+
+def test_export_output_is_quiet_and_int8_shows_what_gates_it(tmp_path, tiny_s0, capfd):
+    tiny_s0.model.save_pretrained(tmp_path / "ckpt")
+    capfd.readouterr()
+    result = run("export", "--checkpoint", tmp_path / "ckpt", "--graphs", "text_encoder", "--precision", "int8",
+                 "-o", tmp_path / "int8")
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("text_encoder "))
+    assert "cosine mean 0.9" in line and "(gate 0.995)" in line and "worst 1% 0.9" in line and "(gate 0.98)" in line
+    pytest.importorskip("coremltools")
+    capfd.readouterr()
+    result = run("export", "--target", "coreml", "--checkpoint", tmp_path / "ckpt", "--graphs", "text_encoder",
+                 "--precision", "fp16", "-o", tmp_path / "coreml")
+    assert result.exit_code == 0, result.output
+    printed = result.output + "".join(capfd.readouterr())
+    assert "\r" not in printed and "\x1b" not in printed and "loss_type" not in printed and "it/s" not in printed
+
+
+def test_a_truncated_prompt_is_one_warning_line(tmp_path, tiny_s0):
+    from conftest import builtin_image
+
+    tiny_s0.model.save_pretrained(tmp_path / "ckpt")
+    assert run("export", "--checkpoint", tmp_path / "ckpt", "-o", tmp_path / "full").exit_code == 0
+    long = " ".join(["a striped cat"] * 10)
+    result = run("predict", tmp_path / "full", "--image", builtin_image(), "--prompt", long, "-o", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    warned = [x for x in result.output.splitlines() if "longer than" in x]
+    assert warned == [warned[0]] and warned[0].startswith("warning: 1 of 1 prompts are longer than context_length=16")
+    assert "TruncationWarning" not in result.output and ".py:" not in result.output
