@@ -25,7 +25,8 @@ from litetext.errors import LitetextError
 from litetext.export.manifest import build_manifest, format_parity
 from litetext.export.targets import target_module
 from litetext.export.writer import BundleWriter
-from litetext.files import sha256_of, write_json_atomic
+from litetext.export.bundle_readme import README, bundle_readme
+from litetext.files import sha256_of, write_bytes_atomic, write_json_atomic
 from litetext.models.graphs import (GRAPH_NAMES, GraphSpec, TextPadding, Tolerance, build_graph,
                                     describe_graphs, get_padding, model_geometry)
 from litetext.models.loading import LoadedModel
@@ -101,6 +102,7 @@ def export_bundle(
         manifest = build_manifest(plan, described, text_path)
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
+        write_bytes_atomic(tmp / README, bundle_readme(manifest).encode())  # the app developer's guide
     progress(f"wrote {Path(out)}")
     return manifest
 
