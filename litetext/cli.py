@@ -195,9 +195,10 @@ def _register_commands() -> None:
     from litetext.analysis.cli import analyze
     from litetext.benchmarks.cli import bench
     from litetext.distill.cli import distill
+    from litetext.info_cli import info
     from litetext.tensorrt_cli import build_engine, check
 
-    for command in (bench, check, build_engine, analyze, distill):
+    for command in (bench, check, build_engine, analyze, distill, info):
         main.add_command(command)
 
 
