@@ -88,6 +88,9 @@ class LitetextGroup(click.Group):
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `litetext` alone: the help, as click prints it
+                click.echo(e.format_message(), err=True)
+                sys.exit(e.exit_code)
             if e.ctx is not None:
                 click.echo(e.ctx.get_usage(), err=True)
             hint = _extra_argument_hint(e)

@@ -153,3 +153,8 @@ def test_a_truncated_prompt_is_one_warning_line(tmp_path, tiny_s0):
     warned = [x for x in result.output.splitlines() if "longer than" in x]
     assert warned == [warned[0]] and warned[0].startswith("warning: 1 of 1 prompts are longer than context_length=16")
     assert "TruncationWarning" not in result.output and ".py:" not in result.output
+
+
+def test_litetext_alone_prints_the_help():
+    result = run()
+    assert result.output.startswith("Usage:") and "error" not in result.output and "Commands:" in result.output
