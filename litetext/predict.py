@@ -3,6 +3,8 @@ app would port them: prompt + image -> instances (score, box, mask)."""
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +87,14 @@ def write_prediction(instances: list[Instance], image: str | Path, prompt: str, 
         "image_size": [int(rgb.shape[1]), int(rgb.shape[0])], "instances": records,
     })
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module binds it to the name `litetext.predict`, hiding the package's lazy `predict`
+    function; calling the module calls the function, so `litetext.predict(bundle, image, prompt)` always works."""
+
+    def __call__(self, *args, **kwargs) -> list[Instance]:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

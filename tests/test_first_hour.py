@@ -158,3 +158,10 @@ def test_a_truncated_prompt_is_one_warning_line(tmp_path, tiny_s0):
 def test_litetext_alone_prints_the_help():
     result = run()
     assert result.output.startswith("Usage:") and "error" not in result.output and "Commands:" in result.output
+
+
+def test_litetext_predict_is_callable_after_its_module_was_imported():
+    import litetext
+    import litetext.predict  # noqa: F401  (what the CLI and the tests do first)
+
+    assert callable(litetext.predict) and litetext.predict.predict is not None
