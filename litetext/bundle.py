@@ -49,7 +49,9 @@ class Bundle:
         if graph not in self.manifest["graphs"]:
             raise LitetextError(f"{self.path} has no {graph} graph (it has {', '.join(self.graphs)})")
         g = self.manifest["graphs"][graph]
-        tensors = lambda items: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)  # noqa: E731
+        # runner_dtype: what litetext's runners take where the artifact takes another type (Core ML: int32 ids)
+        tensors = lambda items: tuple(TensorSpec(t["name"], t.get("runner_dtype", t["dtype"]), tuple(t["shape"]))  # noqa: E731
+                                      for t in items)
         tolerance = {k: Tolerance(**v) for k, v in g.get("tolerance", {}).items()}
         return GraphSpec(graph, tensors(g["inputs"]), tensors(g["outputs"]), tolerance)
 
@@ -69,14 +71,29 @@ class Bundle:
         return open_runner(self.manifest["target"], self.path / self.manifest["graphs"][graph]["file"],
                            self.spec(graph), self.manifest["precision"])
 
-    def tokenizer(self):
-        """What gives this bundle's text encoder its ids, called as ClipTokenizer is (prompts, context length,
-        the padding's pad id): ClipTokenizer, or for a pruned text encoder the bundle's own tokenizer.json
-        (NEW ids, litetext.vocabulary.PrunedTokenizer)."""
+    def tokenizer(self) -> "BoundTokenizer":
+        """What gives this bundle's text encoder its ids, bound to the bundle's context length and pad id
+        (`bundle.tokenizer()(prompts)`; both may still be passed): ClipTokenizer, or for a pruned text encoder
+        the bundle's own tokenizer.json (NEW ids, litetext.vocabulary.PrunedTokenizer)."""
         from litetext.tokenizer import ClipTokenizer
         from litetext.vocabulary.stored import PRUNED_KIND, PrunedTokenizer, text_path_of
 
         text_path = text_path_of(self.manifest)
-        if text_path["kind"] == PRUNED_KIND:
-            return PrunedTokenizer.load(self.path, text_path)
-        return ClipTokenizer()
+        inner = PrunedTokenizer.load(self.path, text_path) if text_path["kind"] == PRUNED_KIND else ClipTokenizer()
+        return BoundTokenizer(inner, self.context_length, self.text_padding.pad_id)
+
+
+@dataclass
+class BoundTokenizer:
+    """A tokenizer with a bundle's context length and pad id as defaults."""
+
+    tokenizer: Any  # ClipTokenizer or PrunedTokenizer
+    context_length: int
+    pad_id: int
+
+    def __call__(self, texts, context_length: int | None = None, pad_id: int | None = None):
+        return self.tokenizer(texts, context_length or self.context_length,
+                              self.pad_id if pad_id is None else pad_id)
+
+    def __getattr__(self, name):  # the wrapped tokenizer's other members (vocabulary, encode, ...)
+        return getattr(self.tokenizer, name)

@@ -7,6 +7,8 @@ import time
 
 import click
 
+from litetext.cli_format import (DerivedHelpOption, LitetextGroup, calibration_images_help,
+                                  calibration_prompts_help, precision_help)
 from litetext.cli_helpers import friendly_errors, split_list
 
 
@@ -15,7 +17,7 @@ def _progress():
     return lambda message: click.echo(f"[{time.perf_counter() - start:7.1f}s] {message}", err=True)
 
 
-@click.group()
+@click.group(cls=LitetextGroup)
 @click.version_option(package_name="litetext")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def main(verbose: bool) -> None:
@@ -50,9 +52,9 @@ def model_options(command):
               show_default=True, help="coreml target: compute units the package records and macOS runs it with.")
 @click.option("--batch-sizes", default="1,2,4,8", show_default=True,
               help="coreml target: enumerated batch sizes (vision encoder and heads: the smallest).")
-@click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: all).")
+@click.option("--graphs", multiple=True, help="Comma-separated: text_encoder,vision_encoder,heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
-@click.option("--precision", default="fp32", show_default=True, help="onnx: fp32, fp16, int8 (text_encoder, heads); tensorrt: fp16, int8; coreml: fp16, w8, w4, w8a8.")
+@click.option("--precision", default="fp32", show_default=True, cls=DerivedHelpOption, derive_help=precision_help)
 @click.option("--text-padding", default="upstream", show_default=True,
               help="upstream (pad 0, no attention mask: how the students were trained) or transformers "
                    "(pad 49407, masked).")
@@ -64,10 +66,10 @@ def model_options(command):
               help="Prompt files or folders to check parity on (default: the 80 COCO names).")
 @click.option("--parity-images", multiple=True, type=click.Path(),
               help="Images or folders to check parity on (default: two built-in photos).")
-@click.option("--calib-prompts", multiple=True, type=click.Path(),
-              help="INT8: prompt files or folders to calibrate on (default: built-in category names).")
-@click.option("--calib-images", multiple=True, type=click.Path(),
-              help="INT8 heads: images or folders to calibrate on (default: two built-in photos).")
+@click.option("--calib-prompts", multiple=True, type=click.Path(), cls=DerivedHelpOption,
+              derive_help=calibration_prompts_help)
+@click.option("--calib-images", multiple=True, type=click.Path(), cls=DerivedHelpOption,
+              derive_help=calibration_images_help)
 @click.option("--calib-set", type=click.Path(), help="INT8: a set saved by litetext calibrate (instead of --calib-prompts).")
 @click.option("--calib-method", default="minmax", show_default=True, help="INT8: minmax, entropy or percentile.")
 @click.option("--min-cosine-mean", type=float, help="INT8: lower the gate on mean cosine (default 0.995).")
@@ -91,6 +93,7 @@ def export(preset, checkpoint, random_init, seed, init, target, tensorrt_version
     from litetext.cli_checks import check_export
     from litetext.export import export_bundle, target_module
     from litetext.export.writer import BundleWriter
+    from litetext.models.graphs import check_graph_names
     from litetext.models.loading import load_model
 
     check_export(preset, checkpoint, target, tensorrt_versions, deployment_target, compute_units, batch_sizes, graphs,
@@ -106,8 +109,12 @@ def export(preset, checkpoint, random_init, seed, init, target, tensorrt_version
                    "batch_sizes": [int(b) for b in split_list((batch_sizes,))]}
         module.check_options(precision, **options)  # so does a w4 for iOS17
     BundleWriter(out, force)  # so does an existing OUT
+    chosen_graphs = split_list(graphs) or None
+    check_graph_names(chosen_graphs or [])  # and a typo in a graph name, before any model is built
     progress = _progress()
-    loaded = load_model(preset, checkpoint, random_init, seed, context_length, init=init)
+    # A text-only export builds and loads only the text encoder (a fixed vocabulary needs the whole model).
+    loaded = load_model(preset, checkpoint, random_init, seed, context_length, init=init,
+                        graphs=None if vocabulary_files else chosen_graphs)
     prompts = read_prompts(list(parity_prompts)) if parity_prompts else None
     from litetext.calibration.sets import CalibrationSet
 
@@ -116,7 +123,7 @@ def export(preset, checkpoint, random_init, seed, init, target, tensorrt_version
     gate = {k: v for k, v in [("min_cosine_mean", min_cosine_mean),
                               ("min_cosine_worst_1pct", min_cosine_worst_1pct)] if v is not None}
     manifest = export_bundle(
-        loaded, out, target=target, graphs=split_list(graphs) or None, context_length=context_length,
+        loaded, out, target=target, graphs=chosen_graphs, context_length=context_length,
         precision=precision, text_padding=text_padding, heads_semantics=heads_semantics, parity_prompts=prompts,
         parity_images=list(parity_images) or None, calib_prompts=calibration, calib_set=saved_set, calib_images=list(calib_images) or None,
         calib_method=calib_method,
@@ -129,7 +136,14 @@ def export(preset, checkpoint, random_init, seed, init, target, tensorrt_version
     for name, graph in manifest["graphs"].items():
         worst = min(p["cosine_min"] for p in graph["parity"]["outputs"].values())
         err = max(p["max_abs_error"] for p in graph["parity"]["outputs"].values())
-        click.echo(f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}")
+        line = f"{name:15s} {graph['bytes'] / 2**20:9.1f} MiB   max error {err:.2e}   min cosine {worst:.6f}"
+        gate = graph["tolerance"][precision]
+        if gate["min_cosine_mean"] or gate["min_cosine_worst_1pct"]:  # what gates a quantized graph
+            figures = graph["parity"]["outputs"].values()
+            line += (f"   cosine mean {min(p['cosine_mean'] for p in figures):.5f} (gate {gate['min_cosine_mean']}),"
+                     f" worst 1% {min(p['cosine_worst_1pct'] for p in figures):.5f} "
+                     f"(gate {gate['min_cosine_worst_1pct']})")
+        click.echo(line)
     text_path = manifest.get("text_path") or {}
     if text_path.get("kind") == "pruned_text_encoder":
         covered, rest, params = text_path["parity_prompts"], text_path["uncovered_parity"], text_path["parameters"]
@@ -200,9 +214,10 @@ def _register_commands() -> None:
     from litetext.analysis.cli import analyze
     from litetext.benchmarks.cli import bench
     from litetext.distill.cli import distill
+    from litetext.info_cli import info
     from litetext.tensorrt_cli import build_engine, check
 
-    for command in (bench, check, build_engine, analyze, distill):
+    for command in (bench, check, build_engine, analyze, distill, info):
         main.add_command(command)
 
 

@@ -3,6 +3,8 @@ app would port them: prompt + image -> instances (score, box, mask)."""
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +34,8 @@ class Predictor:
         missing = [g for g in needed if g not in self.bundle.graphs]
         if missing:
             raise LitetextError(
-                f"{self.bundle.path} lacks graphs {missing} needed to predict; export with --graphs "
-                f"{' '.join(NEEDED_GRAPHS)}"
+                f"{self.bundle.path} lacks graphs {missing} needed to predict; export them with litetext export "
+                f"--graphs {','.join(NEEDED_GRAPHS)} (the default: every graph)"
             )
         self.runners = {g: self.bundle.runner(g) for g in needed}
         self.tokenizer = self.bundle.tokenizer()
@@ -96,3 +98,14 @@ def _write_prediction_files(instances: list[Instance], image: str | Path, prompt
         "image_size": [int(rgb.shape[1]), int(rgb.shape[0])], "instances": records,
     })
     return out
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module binds it to the name `litetext.predict`, hiding the package's lazy `predict`
+    function; calling the module calls the function, so `litetext.predict(bundle, image, prompt)` always works."""
+
+    def __call__(self, *args, **kwargs) -> list[Instance]:
+        return predict(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

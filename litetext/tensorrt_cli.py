@@ -33,14 +33,31 @@ def _versions(values) -> tuple[int, ...]:
               help="Check the sha256 of every file the manifest lists.")
 @friendly_errors
 def check(bundle, target, versions, as_json, verify):
-    """Check BUNDLE's graphs statically: operators TensorRT's parser lacks and misplaced or malformed Q/DQ
-    (zero points, uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
+    """Check BUNDLE: the bundle's own checks (manifest, every file inside the folder and present, and with
+    --verify, the default, the manifest's sha256 of each); for onnx and tensorrt bundles also, statically,
+    operators TensorRT's parser lacks and misplaced or malformed Q/DQ (zero points, uint8, int32
+    DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
+    from litetext.bundle import Bundle
     from litetext.export.tensorrt.check import check_bundle, errors_of
 
     if target != "tensorrt":
         raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
     chosen = _versions(versions)
-    results = check_bundle(bundle, chosen, verify)
+    opened = Bundle.open(bundle, verify=verify)  # one line and exit 2 for a damaged or changed bundle
+    made_for = opened.manifest.get("target")
+    say = (lambda line: None) if as_json else click.echo  # --json prints only the JSON
+    say(f"{bundle}: manifest and {len(opened.graphs)} graphs checked" + (" (files match their sha256)" if verify else ""))
+    if made_for not in ("onnx", "tensorrt"):
+        say(f"{bundle} is a {made_for} bundle: that is all litetext check checks for it (the TensorRT checks read "
+            "ONNX graphs; litetext export --target tensorrt makes them)")
+        if as_json:
+            click.echo(json.dumps({}, indent=2))
+        return
+    precision = opened.manifest.get("precision")
+    if made_for == "onnx":
+        say(f"{bundle} was made for ONNX Runtime (--target onnx, {precision}); checking its graphs for TensorRT "
+            f"{', '.join(map(str, chosen))}")
+    results = check_bundle(bundle, chosen, verify=False)  # verified above
     errors = sum(len(errors_of(f)) for f in results.values())
     if as_json:
         click.echo(json.dumps({g: [f.to_json() for f in fs] for g, fs in results.items()}, indent=2))
@@ -50,6 +67,12 @@ def check(bundle, target, versions, as_json, verify):
             click.echo(f"{graph}: {counts} (TensorRT {', '.join(map(str, chosen))})")
             for finding in findings:
                 click.echo(f"  {finding}")
+    if errors and made_for == "onnx":
+        say(f"{errors} errors: this bundle was made for ONNX Runtime"
+            + (" (its INT8 is ONNX Runtime's: uint8 activations, Q/DQ where ONNX Runtime fuses them)"
+               if precision == "int8" else "")
+            + f"; `litetext export --target tensorrt --precision {precision if precision != 'fp32' else 'fp16'}` "
+              "exports for TensorRT")
     if errors:
         sys.exit(1)
 

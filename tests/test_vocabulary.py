@@ -223,7 +223,7 @@ def test_pruned_bundle_is_exact_on_covered_prompts(pruned_bundle, tiny_s0, paddi
     out, manifest = pruned_bundle
     bundle = Bundle.open(out)
     tokenizer = bundle.tokenizer()
-    assert isinstance(tokenizer, PrunedTokenizer)
+    assert isinstance(tokenizer.tokenizer, PrunedTokenizer)  # bound to the bundle (Bundle.tokenizer)
     pruned = prune_vocabulary(CORPUS)
     full = ClipTokenizer()(COVERED, context_length=CTX)
     new = tokenizer(COVERED, CTX, padding.pad_id)

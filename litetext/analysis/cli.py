@@ -64,7 +64,7 @@ def analyze(prompts, holdout, preset, checkpoint, random_init, seed, sample, poo
         from litetext.models.loading import load_model
 
         loaded = load_model(preset, checkpoint, random_init, seed, context_length if context_length in (16, 32)
-                            else None)
+                            else None, graphs=["text_encoder"])  # the text encoder alone
     elif random_init:
         raise LitetextError("--random-init needs --model PRESET")
     start = time.perf_counter()

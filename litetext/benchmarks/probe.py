@@ -5,8 +5,12 @@
 prints one JSON line. The child imports what the job needs first; its resident set size (VmRSS) then is the
 baseline. It resets the peak (VmHWM, via /proc/self/clear_refs) where Linux allows, loads, and reports:
 
-    rss_after_load  VmRSS after the load minus the baseline (MiB)
+    rss_after_load  what the load added and holds (MiB): anonymous memory (RssAnon: weights, arenas) plus the
+                    file pages it added (RssFile: an mmapped model). File pages the kernel dropped meanwhile (code
+                    of the imported libraries, evicted under memory pressure during a large load) are not
+                    subtracted: counting them made this figure negative (-120.9 MiB for a torch row once).
     peak_rss_load   VmHWM during the load minus the baseline (MiB)
+    rss_anon_after_load, rss_file_after_load   the two parts, as measured (the file part may be negative)
 
 Jobs: "bundle" (path, graph, threads), "torch" (recipe: load_model keyword arguments, graph, context_length,
 text_padding) and "allocate" (mib: touch a numpy array of that size; used to check the probe itself).
@@ -20,16 +24,17 @@ import sys
 from typing import Any
 
 MIB = 2**20
-METHOD = "fresh subprocess; /proc/self/status VmRSS and VmHWM, minus the RSS after imports"
+METHOD = ("fresh subprocess; /proc/self/status, minus the figures after imports: RssAnon + added RssFile "
+          "after the load, VmHWM during it")
 
 
 def read_status() -> dict[str, int]:
-    """VmRSS and VmHWM of this process in bytes (Linux)."""
+    """VmRSS, VmHWM, RssAnon and RssFile of this process in bytes (Linux)."""
     out: dict[str, int] = {}
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(value.split()[0]) * 1024
     return out
 
@@ -79,7 +84,7 @@ def _prepare(job: dict[str, Any]):
         from litetext.runtimes.torch_runner import TorchRunner
 
         def load():
-            loaded = load_model(**job["recipe"])
+            loaded = load_model(**job["recipe"], graphs=[job["graph"]])  # a text encoder alone: only it
             padding = get_padding(job["text_padding"])
             ctx = job["context_length"]
             runner = TorchRunner(build_graph(job["graph"], loaded, ctx, padding),
@@ -104,15 +109,28 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     _trim_heap()
     after = read_status()
-    result = {
-        "baseline_rss": before["VmRSS"] / MIB,
-        "rss_after_load": (after["VmRSS"] - before["VmRSS"]) / MIB,
-        "peak_rss_load": (after["VmHWM"] - before["VmRSS"]) / MIB,
-        "method": METHOD,
-    }
+    result = load_figures(before, after)
     if not peak_reset:
         result["note"] = "the peak could not be reset after imports: peak_rss_load may include import-time peaks"
     del kept
+    return result
+
+
+def load_figures(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """The probe's figures (MiB) from /proc/self/status before and after a load (see the module docstring)."""
+    anon = after.get("RssAnon", after["VmRSS"]) - before.get("RssAnon", before["VmRSS"])
+    files = after.get("RssFile", 0) - before.get("RssFile", 0)
+    result = {
+        "baseline_rss": before["VmRSS"] / MIB,
+        "rss_after_load": (anon + max(files, 0)) / MIB,
+        "peak_rss_load": (after["VmHWM"] - before["VmRSS"]) / MIB,
+        "rss_anon_after_load": anon / MIB,
+        "rss_file_after_load": files / MIB,
+        "method": METHOD,
+    }
+    if files < 0:
+        result["file_pages_dropped"] = (f"{-files / MIB:.1f} MiB of file pages (library code) left memory during "
+                                        "the load; not subtracted from rss_after_load")
     return result
 
 

@@ -126,7 +126,9 @@ def markdown(records: list[dict[str, Any]]) -> str:
     lines += ["Latency is per batch in milliseconds (every timed run kept, nothing trimmed). Memory in MiB: "
               "weights = static size of the graph's weights; text path = what a bundle's text path holds on the "
               "device (text encoder + tokenizer.json, or a fixed vocabulary's features + list); RSS/peak = "
-              "resident memory added by loading the graph in a fresh process (after / peak during the load). "
+              "resident memory added by loading the graph in a fresh process (after / peak during the load; after = "
+              "anonymous memory plus the file pages the load added: library pages the kernel dropped during a "
+              "large load are not subtracted, which once made it negative). "
               "Parity: worst output of the graph against the reference (text features per valid token; a pruned "
               "text encoder: its covered prompts, the record has the rest).", ""]
     lines += ["## Devices", ""]
@@ -266,7 +268,8 @@ def plot_parity(records: list[dict[str, Any]], path: Path) -> Path:
             ax.set_yscale("log")
             ax.grid(True, axis="y", which="both", alpha=0.3)
             ax.set_xticks(range(len(mine)))
-            ax.set_xticklabels(labels if ax is bottom else [], rotation=40, ha="right", fontsize=7)
+            ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+            ax.set_xlim(-0.6, max(len(mine), 1) - 0.4)  # the same slots above and below: markers over their bars
             if not mine:
                 ax.text(0.5, 0.5, "no parity figures", ha="center", va="center", transform=ax.transAxes)
         top.set_ylim(PARITY_FLOOR / 3, 1)

@@ -43,6 +43,7 @@ class References:
         self._torch = {t.key(): t for t in candidates if isinstance(t, TorchTarget)}
         self._runners: dict[tuple[int, str], Any] = {}
         self._outputs: dict[tuple, list] = {}
+        self.text_only = False  # a text_encoder-only bench: rebuilt references load the text encoder alone
 
     def for_target(self, target: Target) -> Target | None:
         """The reference for `target` (None: it is a reference itself). Raises LitetextError when one is
@@ -51,6 +52,8 @@ class References:
         if ref is None or ref is target:
             return None
         if isinstance(ref, TorchTarget):
+            if self.text_only or target.graphs == ["text_encoder"]:
+                ref.text_only()
             ref = ref.at(target.context_length, target.padding.name)
             ref = self._torch.setdefault(ref.key(), ref)
             if ref is target:
@@ -140,8 +143,9 @@ def _memory(target: Target, graph: str, probe: bool) -> dict[str, Any]:
     memory.update(rss_after_load=figures.pop("rss_after_load", None), peak_rss_load=figures.pop("peak_rss_load", None))
     memory.update(figures)
     if target.runtime == "torch":
-        memory["torch_note"] = ("load_model builds the whole model (vision included), so the peak includes it; "
-                                "after the load only the graph's modules are kept (the heads graph holds the whole model)")
+        memory["torch_note"] = ("load_model builds the text encoder alone for the text_encoder graph, the whole "
+                                "model for the others; after the load only the graph's modules are kept (the heads "
+                                "graph holds the whole model)")
     return memory
 
 
@@ -284,6 +288,11 @@ def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: l
     if command:
         run_info["command"] = command
     references = References(reference, targets)
+    if graphs is not None and set(graphs) == {"text_encoder"}:  # eager models load their text encoder alone
+        for target in [*targets, reference]:
+            if isinstance(target, TorchTarget):
+                target.text_only()
+        references.text_only = True
     records: list[dict[str, Any]] = []
     try:
         for target in targets:

@@ -279,12 +279,17 @@ class TorchTarget(Target):
             from litetext.models.loading import load_model
 
             t0 = time.perf_counter()
-            self._state["loaded"] = load_model(**self.recipe)
+            self._state["loaded"] = load_model(**self.recipe, graphs=self._state.get("graphs"))
             self._state["load_s"] = time.perf_counter() - t0
         return self._state["loaded"]
 
     def load_seconds(self) -> dict[str, float]:
         return {} if self._state["load_s"] is None else {"model": self._state["load_s"]}
+
+    def text_only(self) -> None:
+        """Load the text encoder alone (a text_encoder-only bench); the weights are the same."""
+        if self._state["loaded"] is None:
+            self._state["graphs"] = ["text_encoder"]
 
     def at(self, context_length: int, text_padding: str) -> "TorchTarget":
         """The same model (shared, not reloaded) with graphs built at another context length or padding."""
@@ -373,6 +378,9 @@ class TorchTarget(Target):
                 "random": weights["kind"] == "random"}
 
     def graph_module(self, graph: str):
+        if graph != "text_encoder" and self._state.get("graphs"):  # loaded for the text encoder alone: reload
+            self._state.update(loaded=None, graphs=None)
+            self._graph_modules.clear()
         if graph not in self._graph_modules:
             from litetext.models.graphs import build_graph
 

@@ -25,7 +25,8 @@ from litetext.errors import LitetextError
 from litetext.export.manifest import build_manifest, format_parity
 from litetext.export.targets import target_module
 from litetext.export.writer import BundleWriter
-from litetext.files import sha256_of, write_json_atomic
+from litetext.export.bundle_readme import README, bundle_readme
+from litetext.files import sha256_of, write_bytes_atomic, write_json_atomic
 from litetext.models.graphs import (GRAPH_NAMES, GraphSpec, TextPadding, Tolerance, build_graph,
                                     describe_graphs, get_padding, model_geometry)
 from litetext.models.loading import LoadedModel
@@ -110,6 +111,7 @@ def export_bundle(
         manifest["tokenizer"]["sha256"] = sha256_of(tmp / manifest["tokenizer"]["file"])  # checked by Bundle.open
         manifest["export_seconds"] = round(time.perf_counter() - started, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
+        write_bytes_atomic(tmp / README, bundle_readme(manifest).encode())  # the app developer's guide
     progress(f"wrote {Path(out)}")
     return manifest
 
@@ -130,6 +132,9 @@ def plan_export(loaded, target, graphs, context_length, precision, text_padding,
     unknown = [g for g in graphs if g not in GRAPH_NAMES]
     if unknown:
         raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+    if loaded.text_only and graphs != ["text_encoder"]:
+        raise LitetextError(f"the model was loaded for the text encoder only, not {', '.join(graphs)}; load it with "
+                            "load_model(..., graphs=None) (the whole model)")
     padding = get_padding(text_padding)
     if context_length is not None and context_length not in CONTEXT_LENGTHS:
         raise LitetextError(f"context_length takes {' or '.join(map(str, CONTEXT_LENGTHS))}, not {context_length}")

@@ -46,6 +46,12 @@ TEXT_PADDINGS = {
 }
 
 
+def check_graph_names(graphs) -> None:
+    unknown = [g for g in graphs if g not in GRAPH_NAMES]
+    if unknown:
+        raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+
+
 def get_padding(name: str) -> TextPadding:
     if name not in TEXT_PADDINGS:
         raise LitetextError(f"unknown text padding {name!r}; choose one of: {', '.join(TEXT_PADDINGS)}")
@@ -114,6 +120,10 @@ _HEADS_TOLERANCE = {
     # (litetext.calibration.parity.instances_agree).
     "int8": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.98, min_cosine_worst_1pct=0.95),
 }
+
+
+# Each graph's gates by precision: which precisions a graph exports (targets add their own, TOLERANCES).
+GRAPH_TOLERANCES = {"text_encoder": _TEXT_TOLERANCE, "vision_encoder": _VISION_TOLERANCE, "heads": _HEADS_TOLERANCE}
 
 
 @dataclass(frozen=True)

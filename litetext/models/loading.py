@@ -32,6 +32,7 @@ class LoadedModel:
     weights: dict[str, Any]  # where the weights came from; goes into every manifest and result
     preset: str | None = None
     heads_semantics: str | None = None  # "upstream" or "transformers"; None: by the weights' origin
+    text_only: bool = False  # built for the text encoder alone (litetext.models.text_only): no vision, no heads
 
     @property
     def is_random(self) -> bool:
@@ -63,10 +64,14 @@ def load_model(
     context_length: int | None = None,
     config_overrides: dict[str, Any] | None = None,
     init: str = "stress",
+    graphs: list[str] | tuple[str, ...] | None = None,
 ) -> LoadedModel:
     """Build or load a model. Exactly one of `checkpoint` or `random_init` is required; an upstream .pt
     checkpoint also needs `preset` to name its architecture. `init` chooses the random weights: "stress"
-    (litetext.models.stress_init: every layer matters) or "transformers" (the library's own initialisation)."""
+    (litetext.models.stress_init: every layer matters) or "transformers" (the library's own initialisation).
+    `graphs` names the graphs the model is for (default: all): for the text encoder alone, only it is built
+    and loaded (litetext.models.text_only)."""
+    text_only = graphs is not None and set(graphs) == {"text_encoder"}
     if (checkpoint is None) == (not random_init):
         raise LitetextError(
             "say where the weights come from: --checkpoint PATH, or --random-init --seed N for random weights"
@@ -81,24 +86,32 @@ def load_model(
         check_initialisation(init)
         import torch
 
-        torch.manual_seed(seed)
-        model = model_class(spec.family)(build_config(spec, ctx, config_overrides))
-        if init == STRESS:
+        from litetext.models.text_only import random_text_part, use_text_part
+
+        config = build_config(spec, ctx, config_overrides)
+        if text_only:
+            model = random_text_part(config, spec.family, seed)
+        else:
+            torch.manual_seed(seed)
+            model = model_class(spec.family)(config)
+            use_text_part(model, random_text_part(model.config, spec.family, seed))  # as a text-only load's
+        if init == STRESS:  # drawn per part (litetext.models.stress_init), so the text part is a text-only load's
             stress_initialise(model, seed)
         log.warning("litetext: using RANDOM weights (seed %d, %s init) for %s: outputs mean nothing", seed, init, preset)
-        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed, "init": init}, preset)
+        return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed, "init": init}, preset,
+                           text_only=text_only)
 
     path = Path(checkpoint)
     if not path.exists():
         raise LitetextError(f"checkpoint {path} does not exist")
     if path.is_dir():
-        return _load_transformers_folder(path)
+        return _load_transformers_folder(path, text_only)
     if preset is None:
         raise LitetextError(
             f"{path} is an upstream PyTorch checkpoint: add --model PRESET (one of sam3, litetext-s0, "
             "litetext-s1, litetext-l) to name its architecture"
         )
-    return _load_upstream_file(path, get_preset(preset), context_length, config_overrides)
+    return _load_upstream_file(path, get_preset(preset), context_length, config_overrides, text_only)
 
 
 def _context_length(spec: Preset, context_length: int | None) -> int:
@@ -110,7 +123,7 @@ def _context_length(spec: Preset, context_length: int | None) -> int:
     return ctx
 
 
-def _load_transformers_folder(path: Path) -> LoadedModel:
+def _load_transformers_folder(path: Path, text_only: bool = False) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise LitetextError(f"{path} is a folder without config.json: not a transformers checkpoint")
@@ -129,6 +142,9 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
         )
     if not any(path.glob("*.safetensors")):
         raise LitetextError(f"{path} holds no .safetensors weights (pickled .bin files are not loaded)")
+    weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
+    if text_only:
+        return LoadedModel(_text_part_of_folder(path, family), family, weights, None, text_only=True)
     from transformers.utils import logging as transformers_logging
 
     verbosity = transformers_logging.get_verbosity()
@@ -144,12 +160,27 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
     unexpected = [k for k in info.get("unexpected_keys", []) if not _IGNORED_KEYS.match(k)]
     mismatched = sorted(f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in info.get("mismatched_keys", []))
     _fail_on_key_problems(path, sorted(info.get("missing_keys", [])), sorted(unexpected), mismatched)
-    weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
     return LoadedModel(model.eval(), family, weights, None)
 
 
+def _text_part_of_folder(path: Path, family: str):
+    """The text encoder and projection of a transformers folder; the other tensors are not read."""
+    from litetext.models.text_only import TextOnlyModel, key_problems, read_text_tensors
+
+    try:
+        config = model_class(family).config_class.from_pretrained(path, local_files_only=True)
+        part = TextOnlyModel(config, family)
+        state = read_text_tensors(path)
+    except Exception as e:  # safetensors and transformers raise many types for broken files
+        raise LitetextError(f"cannot load checkpoint {path}: {_one_line(e)}") from None
+    _fail_on_key_problems(path, *key_problems(part, state))
+    part.load_state_dict(state, strict=True)
+    return part.eval()
+
+
 def _load_upstream_file(
-    path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None
+    path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None,
+    text_only: bool = False,
 ) -> LoadedModel:
     from litetext.models.upstream import upstream_to_hf
     from litetext.models.upstream_files import read_upstream_file, resolve_context_length, split_text_only_keys
@@ -163,6 +194,11 @@ def _load_upstream_file(
         if spec.family == STUDENT:  # the file may say its context length (meta, or a table of ctx rows)
             ctx = resolve_context_length(path, upstream, ctx, spec.context_lengths, spec.default_context_length)
         ctx = _context_length(spec, ctx)
+        text_only = text_only or upstream.text_only  # a stage-1 file fills the text encoder alone
+        if text_only:
+            from litetext.models.text_only import upstream_text_keys
+
+            upstream.state = upstream_text_keys(upstream.state)  # the vision encoder and heads are not converted
         # Upstream keeps the first `ctx` rows of the student's 77-row position table (it does not interpolate).
         converted = upstream_to_hf(upstream.state, spec.family, context_length=ctx if spec.family == STUDENT else None)
     except ValueError as e:
@@ -180,7 +216,12 @@ def _load_upstream_file(
             overrides["text_config"] = {**overrides.get("text_config", {}), "max_position_embeddings": table.shape[2]}
     # Built on the CPU, not the meta device: non-persistent buffers (rotary tables, position ids) are made
     # at construction and are not in any checkpoint.
-    model = model_class(spec.family)(build_config(spec, ctx, overrides))
+    if text_only:
+        from litetext.models.text_only import TextOnlyModel
+
+        model = TextOnlyModel(build_config(spec, ctx, overrides), spec.family)
+    else:
+        model = model_class(spec.family)(build_config(spec, ctx, overrides))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if upstream.text_only:  # a stage-1 file fills the text encoder alone; the rest is never exported
@@ -198,7 +239,7 @@ def _load_upstream_file(
         weights["contents"] = "text_encoder"
     if upstream.meta:
         weights["meta"] = {k: v for k, v in upstream.meta.items() if isinstance(v, (int, float, str, type(None)))}
-    return LoadedModel(model.eval(), spec.family, weights, spec.name)
+    return LoadedModel(model.eval(), spec.family, weights, spec.name, text_only=text_only)
 
 
 def _fail_on_key_problems(path, missing, unexpected, mismatched, hint: str = "") -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections import Counter
 
 import torch
@@ -60,11 +61,17 @@ def check_initialisation(name: str) -> str:
 def stress_initialise(model: nn.Module, seed: int) -> Counter:
     """Draw the stress weights into `model` (in place, eval mode). Returns how many tensors of each kind
     it drew: weight, table, bias, layer_scale, norm_weight, norm_bias, batchnorm_statistics."""
-    # A stream apart from the global one the model was built with (seeded with the same number).
-    generator = torch.Generator().manual_seed(STREAM_OFFSET + seed)
     model.eval()
     counts: Counter = Counter()
+    generators: dict[str, torch.Generator] = {}
     for module_name, module in model.named_modules():
+        # One stream per top-level part (text_encoder, vision_encoder, ...), apart from the global one the model
+        # was built with: a part draws the same weights whatever else the model holds (a text-only load's text
+        # encoder is the full model's).
+        part = module_name.split(".", 1)[0]
+        if part not in generators:
+            generators[part] = _stream(seed, part)
+        generator = generators[part]
         for name, tensor in module.named_parameters(recurse=False):
             kind = _draw(module, name, tensor, generator)
             if kind is None:
@@ -76,8 +83,12 @@ def stress_initialise(model: nn.Module, seed: int) -> Counter:
         for name, tensor in module.named_buffers(recurse=False):
             if tensor.is_floating_point() and name not in _NOT_LEARNED and not _is_batchnorm(module):
                 raise LitetextError(f"stress initialisation does not know buffer {module_name}.{name}")
-    counts["batchnorm_statistics"] = _draw_batchnorm_statistics(model, generator)
+    counts["batchnorm_statistics"] = _draw_batchnorm_statistics(model, _stream(seed, "batchnorm statistics"))
     return counts
+
+
+def _stream(seed: int, part: str) -> torch.Generator:
+    return torch.Generator().manual_seed(STREAM_OFFSET + seed + zlib.crc32(part.encode()))
 
 
 def _normal(shape, generator) -> torch.Tensor:

@@ -26,6 +26,27 @@ from litetext.runtimes.coreml_runner import DEFAULT_COMPUTE_UNITS, require_corem
 
 
 @contextlib.contextmanager
+def _quiet_progress():
+    """No coremltools progress bars (tqdm: carriage returns and escape codes in logs) and no transformers notes
+    (tracing reads the model's loss_function property, which logs that the config names no loss)."""
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+    from transformers.utils import logging as hf_logging
+
+    bars = [(ops, "_tqdm", ops._tqdm), (pass_pipeline, "tqdm", pass_pipeline.tqdm)]
+    verbosity = hf_logging.get_verbosity()
+    for module, name, _ in bars:
+        setattr(module, name, lambda iterable, *args, **kwargs: iterable)
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        for module, name, bar in bars:
+            setattr(module, name, bar)
+
+
+@contextlib.contextmanager
 def _converters():
     """Register litetext's torch-op converters for the duration of one conversion, then restore coremltools'."""
     require_coremltools()
@@ -225,7 +246,7 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, example: dict, path: 
     quiet.setLevel(logging.ERROR)
     try:
         torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no converter
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_progress():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(work, args, check_trace=False)
             with _converters():

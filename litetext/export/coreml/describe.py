@@ -185,7 +185,13 @@ def graph_manifest(path: Path, spec: GraphSpec, precision: str) -> dict[str, Any
         except json.JSONDecodeError:
             return value
 
-    return {"coreml": {
+    declared = {t["name"]: t["dtype"].lower() for t in info["inputs"]}
+    # The package's own input types (Core ML takes int32 ids and masks); litetext's runners take the graph's
+    # types (runner_dtype) and cast.
+    inputs = [{"name": t.name, "dtype": declared.get(t.name, t.dtype), "shape": list(t.shape),
+               **({"runner_dtype": t.dtype} if declared.get(t.name, t.dtype) != t.dtype else {})}
+              for t in spec.inputs]
+    return {"inputs": inputs, "coreml": {
         "format": "mlprogram", "specification_version": info["specification_version"],
         "deployment_target": entry("deployment_target"), "compute_units": entry("compute_units"),
         "batch_sizes": entry("batch_sizes"), "batch_fixed_because": entry("batch_fixed_because"),
