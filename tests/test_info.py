@@ -19,7 +19,7 @@ def test_info_prints_graphs_sizes_weights_parity_and_what_was_checked(tmp_path, 
     assert "for onnx, int8, context 16, upstream padding" in text
     assert f"text_encoder: text_encoder.onnx, {graph['bytes'] / 2**20:.1f} MiB" in text
     assert "takes   input_ids int64 [batch, 16]" in text and "returns text_features float32 [batch, 16, 32]" in text
-    assert "weights: RANDOM weights (seed 0)" in text and "NOTE: random weights" in text
+    assert "weights: RANDOM weights (seed 0, stress init)" in text and "NOTE: random weights" in text
     assert f"cosine mean {fig['cosine_mean']:.7f}, worst 1% {fig['cosine_worst_1pct']:.7f}" in text
     assert "=> checked: the artifact itself ran" in text
     assert "gate: min_cosine_mean 0.995, min_cosine_worst_1pct 0.98" in text

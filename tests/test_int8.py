@@ -142,17 +142,16 @@ def test_int8_heads_calibrated_on_real_images(tmp_path):
     assert instances["reference_instances"] == instances["candidate_instances"] == 0
 
 
-def test_int8_heads_instance_gate_under_stress_weights(tmp_path, tiny_s0):
-    """Stress weights give the tiny heads queries near 0.5 on the parity pairs, and INT8 scores that move by up
-    to ~0.1 carry some across it. The search, which also keeps the instances on the calibration pairs, meets its
-    targets there, but the parity pairs (other prompts) lose or gain an instance where the gate allows no change
-    of so few (measured: with the upstream geometry token, 1 lost; without it, 2 gained of 3). The tensor
-    figures pass; only the instance gate fails, and the export writes nothing."""
+def test_int8_heads_fail_their_gate_under_stress_weights(tmp_path, tiny_s0):
+    """Stress weights make the tiny INT8 heads fail their gate (they passed under transformers' initialisation,
+    test_int8_heads_calibrated_on_real_images). Measured: the presence logits lie within 0.12 of 0, INT8 moves
+    them by up to 0.043, so their sign flips on some samples, and a one-value-per-sample output's cosine is its
+    sign (mean 0.5 here). With weights drawn otherwise, the instance gate was the one that failed (1 instance
+    lost, or 2 gained of 3). Either way the export writes nothing."""
     with pytest.raises(LitetextError, match=r"heads \(onnx int8\) is outside its tolerance") as failure:
         export_bundle(tiny_s0, tmp_path / "h", graphs=["heads"], precision="int8")
     message = str(failure.value)
-    assert "instances: {" in message and "'lost': 1, 'gained': 0" in message
-    assert not any(f"{name}: " in message for name in ("pred_logits", "pred_boxes", "pred_masks", "presence"))
+    assert "presence_logits: max error" in message and "cosine mean 0.5" in message
     assert not (tmp_path / "h").exists()
 
 

@@ -124,7 +124,7 @@ def plan_export(loaded, target, graphs, context_length, precision, text_padding,
     module = target_module(target)
     if precision not in module.PRECISIONS:
         raise LitetextError(f"the {target} target exports {', '.join(module.PRECISIONS)}, not {precision!r}")
-    from litetext.models.upstream_files import available_graphs
+    from litetext.models.upstream_files import available_graphs, check_graph_available
 
     graphs = list(graphs or available_graphs(loaded, GRAPH_NAMES))
     if vocabulary is not None:  # stored features replace the text encoder
@@ -132,6 +132,8 @@ def plan_export(loaded, target, graphs, context_length, precision, text_padding,
     unknown = [g for g in graphs if g not in GRAPH_NAMES]
     if unknown:
         raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+    for name in graphs:  # a stage-1 file holds the text encoder alone: say so first
+        check_graph_available(loaded, name)
     if loaded.text_only and graphs != ["text_encoder"]:
         raise LitetextError(f"the model was loaded for the text encoder only, not {', '.join(graphs)}; load it with "
                             "load_model(..., graphs=None) (the whole model)")
