@@ -27,7 +27,8 @@ from litetext.models.graphs import (END_ID, GRAPH_NAMES, START_ID, build_graph, 
 from litetext.files import sha256_of
 from litetext.models.loading import LoadedModel
 
-TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml"}
+TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml",
+           "litert": "litetext.export.litert"}
 # Targets the design names that this version cannot make yet: say so instead of pretending.
 PLANNED_TARGETS: dict[str, str] = {}
 
