@@ -1,0 +1,219 @@
+"""LiteRT target on tiny configs: .tflite graphs converted with litert-torch, run in the ai-edge-litert interpreter
+(XNNPACK), checked against PyTorch through the same gates as ONNX.
+
+The interpreter and quantizer come with the `litert` extra. The converter (litert-torch) cannot share an
+environment with pydantic >= 2.12 (toolchains.md), so the tests that convert skip where it is missing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import builtin_image
+
+pytest.importorskip("ai_edge_litert.interpreter", reason="the LiteRT interpreter (pip install 'litetext[litert]')")
+
+from litetext.errors import LitetextError  # noqa: E402
+from litetext.export import export_bundle  # noqa: E402
+from litetext.export.litert.convert import converter_available  # noqa: E402
+from litetext.models.graphs import build_graph, describe_graphs, get_padding  # noqa: E402
+from litetext.runtimes.litert_runner import LiteRTRunner, TokenTable  # noqa: E402
+
+needs_converter = pytest.mark.skipif(not converter_available(), reason="litert-torch is not installed here "
+                                     "(it needs its own environment: toolchains.md)")
+CTX = 16
+PROMPTS = ["a cat", "red umbrella", "a man riding a horse on the beach", "traffic light", "dog", "two zebras",
+           "the yellow school bus parked near the old brick building", "café au lait", "person", "bicycle"]
+
+
+def test_token_table_int8_rows_and_lookup():
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((50, 8)).astype(np.float32)
+    table[3] *= 100  # per-row scales: one loud row does not coarsen the others
+    int8 = TokenTable.quantize(table, "int8")
+    ids = np.array([[0, 3, 49], [2, 2, 1]])
+    got, want = int8.lookup(ids), table[ids]
+    assert int8.rows.dtype == np.int8 and int8.scales.shape == (50,)
+    step = np.abs(table).max(axis=1) / 127
+    assert np.all(np.abs(got - want) <= step[ids][..., None] / 2 + 1e-6)
+    assert np.array_equal(TokenTable.quantize(table, "fp16").lookup(ids), table.astype(np.float16)[ids].astype(np.float32))
+    with pytest.raises(LitetextError, match="0..49"):
+        int8.lookup(np.array([[50]]))
+
+
+def test_token_table_round_trip_beside_graph(tmp_path):
+    table = np.arange(24, dtype=np.float32).reshape(6, 4) - 10
+    graph = tmp_path / "text_encoder.tflite"
+    paths = TokenTable.quantize(table, "int8").save_beside(graph)
+    assert [p.name for p in paths] == ["text_encoder.tokens.npy", "text_encoder.token_scales.npy"]
+    loaded = TokenTable.beside(graph)
+    assert loaded.dtype == "int8"
+    assert np.allclose(loaded.lookup(np.array([[5, 0]])), table[[[5, 0]]], atol=np.abs(table).max() / 254)
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_s0, tmp_path_factory):
+    """The tiny S0 text encoder in both text forms and every precision, each gated against PyTorch."""
+    made = {}
+    for precision in ("fp32", "fp16", "int8"):
+        for form in ("ids", "embeddings"):
+            out = tmp_path_factory.mktemp("litert") / f"{precision}-{form}"
+            manifest = export_bundle(tiny_s0, out, target="litert", graphs=["text_encoder"], precision=precision,
+                                     context_length=CTX, parity_prompts=PROMPTS, target_options={"text_input": form})
+            made[precision, form] = out, manifest
+    return made
+
+
+@needs_converter
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("form", ["ids", "embeddings"])
+def test_text_encoder_parity_in_interpreter(bundles, precision, form):
+    out, manifest = bundles[precision, form]
+    graph = manifest["graphs"]["text_encoder"]
+    fig = graph["parity"]["outputs"]["text_features"]
+    assert manifest["target"] == "litert" and (out / "text_encoder.tflite").exists()
+    if precision == "fp32":
+        assert fig["max_abs_error"] < 1e-5 and fig["cosine_min"] > 0.99999
+    elif precision == "fp16":
+        assert fig["max_abs_error"] < 1e-3 and fig["cosine_min"] > 0.9999
+    else:
+        assert 0.995 <= fig["cosine_mean"] < 1 and fig["cosine_worst_1pct"] >= 0.98
+        assert graph["calibration"]["calibration_samples"] == 256
+        assert "int8 activations" in graph["litert"]["precision"]
+    assert graph["litert"]["static_inputs"] == {"input_ids" if form == "ids" else "token_embeddings":
+                                               [1, CTX] if form == "ids" else [1, CTX, 32]}
+
+
+@needs_converter
+def test_sizes_fall_with_precision(bundles):
+    size = {k: m["graphs"]["text_encoder"]["bytes"] for k, (_, m) in bundles.items()}
+    for form in ("ids", "embeddings"):
+        assert size["fp16", form] < 0.52 * size["fp32", form]
+        assert size["int8", form] < 0.36 * size["fp32", form]  # per-row scales weigh on a 32-wide tiny table
+
+
+@needs_converter
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_embeddings_in_graph_plus_shipped_table_equals_ids_in(bundles, tiny_s0, precision):
+    """What an app does (tokenize, look up the shipped table, run the graph) gives the ids-in graph's features."""
+    from litetext.tokenizer import ClipTokenizer
+
+    padding = get_padding("upstream")
+    spec = describe_graphs(tiny_s0, CTX, padding)["text_encoder"]
+    tokens = ClipTokenizer()(PROMPTS, context_length=CTX, pad_id=padding.pad_id)
+    feed = {"input_ids": tokens.input_ids}
+    (ids_dir, _), (emb_dir, manifest) = bundles[precision, "ids"], bundles[precision, "embeddings"]
+    ids_out = LiteRTRunner(ids_dir / "text_encoder.tflite", spec).infer(feed)["text_features"]
+    table = np.load(emb_dir / "text_encoder.tokens.npy")
+    assert table.dtype == np.dtype("float32" if precision == "fp32" else "float16") and table.shape == (49408, 32)
+    emb_out = LiteRTRunner(emb_dir / "text_encoder.tflite", spec).infer(feed)["text_features"]
+    assert emb_out.shape == (len(PROMPTS), CTX, 32)
+    assert np.abs(emb_out - ids_out).max() < (1e-5 if precision == "fp32" else 1e-3)
+    # and by hand, the lookup an app writes, fed to the graph's own signature
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(emb_dir / "text_encoder.tflite")).get_signature_runner("serving_default")
+    by_hand = runner(token_embeddings=table[tokens.input_ids[:1]].astype(np.float32))["output_0"]
+    assert np.abs(by_hand - ids_out[:1]).max() < (1e-5 if precision == "fp32" else 1e-3)
+    assert manifest["graphs"]["text_encoder"]["litert"]["token_table"]["shape"] == [49408, 32]
+
+
+@needs_converter
+def test_int8_embeddings_table_is_int8_with_scales(bundles):
+    out, manifest = bundles["int8", "embeddings"]
+    table = manifest["graphs"]["text_encoder"]["litert"]["token_table"]
+    assert table["dtype"] == "int8" and table["scales"] == "text_encoder.token_scales.npy"
+    assert np.load(out / "text_encoder.tokens.npy").dtype == np.int8
+
+
+@needs_converter
+def test_delegate_report_in_manifest(bundles):
+    report = {k: m["graphs"]["text_encoder"]["litert"]["delegates"] for k, (_, m) in bundles.items()}
+    # The table lookup is the one op XNNPACK leaves out of the fp32 ids-in graph; embeddings-in has none left.
+    assert report["fp32", "ids"]["xnnpack"]["not_delegated_by_op"].get("EMBEDDING_LOOKUP") == 1
+    assert report["fp32", "embeddings"]["xnnpack"]["not_delegated"] == 0
+    assert report["fp32", "embeddings"]["gpu"]["embedding_lookups"] == 0
+    for r in report.values():
+        assert r["gpu"]["tensors_rank_above_4"] == 0 and r["gpu"]["complex_tensors"] == 0
+        assert r["gpu"]["dynamic_tensors"] == 0
+
+
+@needs_converter
+def test_delegate_report_sees_rank5_and_fallback(tmp_path):
+    """A graph with a rank-5 tensor and a CUMSUM: counted here, though the analyzer calls it GPU-compatible."""
+    from litetext.export.litert.convert import convert
+    from litetext.export.litert.delegates import delegate_report
+
+    class Rank5(torch.nn.Module):
+        def forward(self, x):
+            return torch.cumsum((x.reshape(1, 2, 3, 4, 5) * 2.0).sum(dim=3), dim=1).reshape(1, -1)
+
+    path = tmp_path / "rank5.tflite"
+    convert(Rank5(), {"x": np.zeros(120, np.float32)}, path)
+    report = delegate_report(path)
+    assert report["gpu"]["tensors_rank_above_4"] >= 1
+    assert report["xnnpack"]["not_delegated"] >= 1 and "CUMSUM" in report["xnnpack"]["not_delegated_by_op"]
+
+
+@needs_converter
+def test_pruned_table_with_embeddings_in(tiny_s0, tmp_path):
+    corpus = ["a cat", "red umbrella", "dog", "person"]
+    manifest = export_bundle(tiny_s0, tmp_path / "b", target="litert", graphs=["text_encoder"], context_length=CTX,
+                             parity_prompts=["a cat", "red dog", "person umbrella"], prune_vocabulary=corpus,
+                             target_options={"text_input": "embeddings"})
+    table = np.load(tmp_path / "b" / "text_encoder.tokens.npy")
+    kept = manifest["text_path"]["kept_tokens"]
+    assert table.shape == (kept, 32) and kept < 49408 // 10  # the corpus's tokens and the byte tokens
+    assert manifest["graphs"]["text_encoder"]["parity"]["outputs"]["text_features"]["max_abs_error"] < 1e-5
+
+
+@needs_converter
+def test_vision_encoder_fp32_and_fp16(tiny_s0, tmp_path):
+    for precision, bound in (("fp32", 1e-4), ("fp16", 5e-2)):
+        manifest = export_bundle(tiny_s0, tmp_path / precision, target="litert", graphs=["vision_encoder"],
+                                 precision=precision, context_length=CTX, parity_images=[builtin_image()])
+        graph = manifest["graphs"]["vision_encoder"]
+        assert all(f["max_abs_error"] < bound for f in graph["parity"]["outputs"].values())
+        assert graph["litert"]["static_inputs"] == {"pixel_values": [1, 3, 112, 112]}
+        # SAM3's ViT partitions windows through rank-6 reshapes: over the GPU delegate's rank-4 limit (not
+        # rewritten yet); XNNPACK takes them.
+        assert graph["litert"]["delegates"]["gpu"]["tensors_rank_above_4"] > 0
+
+
+@needs_converter
+def test_heads_do_not_convert_yet(tiny_s0, tmp_path):
+    """SAM3's DETR decoder reads a tensor's value as a Python number (`.item()` in its relative position bias),
+    which torch.export cannot trace for litert-torch: the export fails with the converter's reason."""
+    with pytest.raises(LitetextError, match="litert-torch cannot convert"):
+        export_bundle(tiny_s0, tmp_path / "h", target="litert", graphs=["heads"], context_length=CTX)
+    assert not (tmp_path / "h").exists()
+
+
+@needs_converter
+def test_teacher_embeddings_in_is_refused(tiny_teacher, tmp_path):
+    with pytest.raises(LitetextError, match="students"):
+        export_bundle(tiny_teacher, tmp_path / "t", target="litert", graphs=["text_encoder"], context_length=CTX,
+                      target_options={"text_input": "embeddings"})
+
+
+def test_bad_options_are_refused(tiny_s0, tmp_path):
+    from litetext.export.litert import export_graph
+
+    spec = describe_graphs(tiny_s0, CTX, get_padding("upstream"))["text_encoder"]
+    graph = build_graph("text_encoder", tiny_s0, CTX, get_padding("upstream"))
+    for options, message in (({"text_input": "tokens"}, "text_input"), ({"batch": 0}, "batch"),
+                             ({"precision": "w4"}, "exports fp32")):
+        args = {"precision": "fp32", **options}
+        with pytest.raises(LitetextError, match=message):
+            export_graph(graph, spec, {}, tmp_path / "x.tflite", args.pop("precision"), None, **args)
+
+
+def test_runner_refuses_a_file_that_is_not_litert(tiny_s0, tmp_path):
+    spec = describe_graphs(tiny_s0, CTX, get_padding("upstream"))["text_encoder"]
+    bad = tmp_path / "text_encoder.tflite"
+    bad.write_bytes(b"not a flatbuffer" * 8)
+    with pytest.raises(LitetextError, match="LiteRT cannot open"):
+        LiteRTRunner(bad, spec)
+
