@@ -26,7 +26,7 @@ def _versions(values) -> tuple[int, ...]:
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.option("--target", default="tensorrt", show_default=True, help="What to check the graphs for: tensorrt.")
+@click.option("--target", default="tensorrt", show_default=True, help="What to check the graphs for: tensorrt or litert.")
 @click.option("--tensorrt-version", "versions", multiple=True, help="10, 11 (default: both).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @friendly_errors
@@ -35,8 +35,10 @@ def check(bundle, target, versions, as_json):
     (zero points, uint8, int32 DequantizeLinear, weight axes), naming the nodes. Exit 1 when any error is found."""
     from litetext.export.tensorrt_check import check_bundle, errors_of
 
+    if target == "litert":
+        return _check_litert(bundle, as_json)
     if target != "tensorrt":
-        raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
+        raise LitetextError(f"litetext check knows the tensorrt and litert targets, not {target!r}")
     chosen = _versions(versions)
     results = check_bundle(bundle, chosen)
     errors = sum(len(errors_of(f)) for f in results.values())
@@ -49,6 +51,25 @@ def check(bundle, target, versions, as_json):
             for finding in findings:
                 click.echo(f"  {finding}")
     if errors:
+        sys.exit(1)
+
+
+def _check_litert(bundle, as_json):
+    """LiteRT: each graph's XNNPACK fallbacks, measured in the interpreter, and the GPU delegate's limits."""
+    from litetext.export.litert.delegates import check_bundle as check_litert, findings
+
+    reports = check_litert(bundle)
+    if as_json:
+        click.echo(json.dumps(reports, indent=2))
+    failed = False
+    for graph, report in reports.items():
+        errors, warnings = findings(report)
+        failed = failed or bool(errors)
+        if not as_json:
+            click.echo(f"{graph}: {len(errors)} errors, {len(warnings)} warnings (LiteRT delegates)")
+            for line in [f"error: {e}" for e in errors] + [f"warning: {w}" for w in warnings]:
+                click.echo(f"  {line}")
+    if failed:
         sys.exit(1)
 
 

@@ -6,7 +6,7 @@ environment with pydantic >= 2.12 (toolchains.md), so the tests that convert ski
 
 from __future__ import annotations
 
-import json
+import re
 
 import numpy as np
 import pytest
@@ -82,6 +82,10 @@ def test_text_encoder_parity_in_interpreter(bundles, precision, form):
         assert 0.995 <= fig["cosine_mean"] < 1 and fig["cosine_worst_1pct"] >= 0.98
         assert graph["calibration"]["calibration_samples"] == 256
         assert "int8 activations" in graph["litert"]["precision"]
+        assert graph["litert"]["quantized_io"]["output_0"]["dtype"] == "int8"  # the app dequantizes
+    if precision != "int8":
+        assert graph["litert"]["quantized_io"] == {}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", graph["litert"]["min_runtime_version"])
     assert graph["litert"]["static_inputs"] == {"input_ids" if form == "ids" else "token_embeddings":
                                                [1, CTX] if form == "ids" else [1, CTX, 32]}
 
@@ -217,3 +221,26 @@ def test_runner_refuses_a_file_that_is_not_litert(tiny_s0, tmp_path):
     with pytest.raises(LitetextError, match="LiteRT cannot open"):
         LiteRTRunner(bad, spec)
 
+
+
+
+@needs_converter
+def test_cli_check(bundles, tiny_s0, tmp_path):
+    """`litetext check --target litert`: the ids-in graph warns about its embedding lookup, the embeddings-in one
+    is clean, the ViT fails on its rank-6 window partition; an ONNX-made question is refused."""
+    from click.testing import CliRunner
+
+    from litetext.cli import main
+
+    cli = CliRunner()
+    clean = cli.invoke(main, ["check", str(bundles["fp32", "embeddings"][0]), "--target", "litert"])
+    assert clean.exit_code == 0 and "text_encoder: 0 errors, 0 warnings" in clean.output
+    lookup = cli.invoke(main, ["check", str(bundles["fp32", "ids"][0]), "--target", "litert"])
+    assert lookup.exit_code == 0 and "1 embedding lookups" in lookup.output
+    assert "EMBEDDING_LOOKUP x1" in lookup.output  # XNNPACK leaves the lookup to the reference kernels
+    export_bundle(tiny_s0, tmp_path / "vit", target="litert", graphs=["vision_encoder"], context_length=CTX,
+                  parity_images=[builtin_image()])
+    vit = cli.invoke(main, ["check", str(tmp_path / "vit"), "--target", "litert"])
+    assert vit.exit_code == 1 and "tensors of rank above 4" in vit.output
+    wrong = cli.invoke(main, ["check", str(bundles["fp32", "ids"][0]), "--target", "tensorrt"])
+    assert wrong.exit_code != 0

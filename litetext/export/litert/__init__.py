@@ -91,12 +91,21 @@ def graph_manifest(path: Path, spec: GraphSpec, precision: str) -> dict:
     from litetext.runtimes.litert_runner import open_interpreter
 
     interpreter = open_interpreter(path, threads=1)
-    details = interpreter.get_signature_runner("serving_default").get_input_details()
+    runner = interpreter.get_signature_runner("serving_default")
+    details = runner.get_input_details()
+    io = {**details, **runner.get_output_details()}
+    # INT8 graphs take and give int8 tensors: the app converts, real = (q - zero_point) * scale.
+    quantized_io = {name: {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]),
+                           "zero_point": int(d["quantization"][1])} for name, d in io.items() if d["quantization"][0]}
     facts = {
         "litert": {
             "precision": RECIPES[precision],
             "static_inputs": {name: [int(d) for d in v["shape"]] for name, v in details.items()},
+            "quantized_io": quantized_io,
             "parity_runtime": "ai-edge-litert interpreter, XNNPACK, this machine's CPU",
+            # The converter's figure, for the float graph's ops; ai-edge-quantizer leaves it as it was.
+            "min_runtime_version": _metadata(path).get("min_runtime_version"),
+            "tools": _versions(),
             "delegates": delegate_report(path),
         }
     }
@@ -110,3 +119,24 @@ def graph_manifest(path: Path, spec: GraphSpec, precision: str) -> dict:
             "lookup": "embeddings = rows[input_ids] (int8: times scales[input_ids]), fed as token_embeddings",
         }
     return facts
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The flatbuffer's metadata entries (min_runtime_version, ...)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    return {(m.name.decode() if isinstance(m.name, bytes) else m.name):
+            bytes(model.buffers[m.buffer].data).rstrip(b"\0").decode(errors="replace") for m in model.metadata or []}
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("litert-torch", "ai-edge-litert", "ai-edge-quantizer"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found

@@ -75,3 +75,35 @@ def analyzer_verdict(path: Path) -> str:
 
 def delegate_report(path: Path) -> dict:
     return {"xnnpack": xnnpack_fallback(path), "gpu": gpu_constraints(path)}
+
+
+def check_bundle(bundle) -> dict[str, dict]:
+    """The delegate report of every .tflite graph of a litert bundle, measured again on this machine."""
+    from litetext.errors import LitetextError
+    from litetext.export.bundle import Bundle
+
+    opened = Bundle.open(bundle)
+    if opened.manifest.get("target") != "litert":
+        raise LitetextError(f"{bundle} is a {opened.manifest.get('target')} bundle; litetext check --target litert "
+                            "checks litert bundles (litetext export --target litert)")
+    return {name: delegate_report(Path(bundle) / graph["file"]) for name, graph in opened.manifest["graphs"].items()}
+
+
+def findings(report: dict) -> tuple[list[str], list[str]]:
+    """(errors, warnings): what the GPU delegate cannot take is an error; XNNPACK fallbacks and embedding
+    lookups (the GPU runs them on the CPU) are warnings."""
+    gpu, xnnpack = report["gpu"], report["xnnpack"]
+    errors = [f"{gpu[key]} {what} (e.g. {', '.join(gpu['examples'][:2])})" for key, what in (
+        ("tensors_rank_above_4", "tensors of rank above 4: the GPU delegate takes rank <= 4"),
+        ("complex_tensors", "complex tensors: no delegate takes them"),
+        ("dynamic_tensors", "tensors with dynamic dimensions: the GPU delegate wants static shapes"),
+    ) if gpu[key]]
+    warnings = []
+    if xnnpack["not_delegated"]:
+        ops = ", ".join(f"{op} x{n}" for op, n in xnnpack["not_delegated_by_op"].items())
+        warnings.append(f"{xnnpack['not_delegated']} of {xnnpack['ops']} ops not taken by XNNPACK ({ops}), "
+                        f"{xnnpack['partitions']} XNNPACK partitions")
+    if gpu["embedding_lookups"]:
+        warnings.append(f"{gpu['embedding_lookups']} embedding lookups: the GPU delegate has none; export the text "
+                        "encoder with text_input='embeddings' to keep the table on the host")
+    return errors, warnings
