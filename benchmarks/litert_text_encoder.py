@@ -5,7 +5,8 @@ the table shipped beside the graph), INT8 calibrated on the calibration split, e
 PyTorch on the same 1,000 held-out prompts (seeded sample), then times each in its own runtime on one thread.
 The INT8 exports run with the gate off so their figures are recorded either way; `passes_default_gate` says
 whether the export gate (cosine mean 0.995, worst 1% 0.98) would have passed. Weights are RANDOM (seed 0)
-unless --checkpoint is given.
+unless --checkpoint is given. LiteRT int8 quantizes the weighted ops (default `int8_ops="matmul"`, as the ONNX
+target does) or every op (`"all"`, what an NPU runs whole).
 
 The LiteRT exports need litert-torch, which lives in its own environment (toolchains.md):
 
@@ -36,8 +37,10 @@ ROWS = [  # (name, target, precision, target options)
     ("litert fp32 ids", "litert", "fp32", {"text_input": "ids"}),
     ("litert fp16 ids", "litert", "fp16", {"text_input": "ids"}),
     ("litert int8 ids", "litert", "int8", {"text_input": "ids"}),
+    ("litert int8-all ids", "litert", "int8", {"text_input": "ids", "int8_ops": "all"}),
     ("litert fp32 embeddings", "litert", "fp32", {"text_input": "embeddings"}),
     ("litert int8 embeddings", "litert", "int8", {"text_input": "embeddings"}),
+    ("litert int8-all embeddings", "litert", "int8", {"text_input": "embeddings", "int8_ops": "all"}),
 ]
 OFF = {"min_cosine_mean": 0.0, "min_cosine_worst_1pct": 0.0}
 

@@ -82,12 +82,28 @@ def test_text_encoder_parity_in_interpreter(bundles, precision, form):
         assert 0.995 <= fig["cosine_mean"] < 1 and fig["cosine_worst_1pct"] >= 0.98
         assert graph["calibration"]["calibration_samples"] == 256
         assert "int8 activations" in graph["litert"]["precision"]
-        assert graph["litert"]["quantized_io"]["output_0"]["dtype"] == "int8"  # the app dequantizes
-    if precision != "int8":
-        assert graph["litert"]["quantized_io"] == {}
+        assert graph["calibration"]["int8_ops"].startswith("matmul: FULLY_CONNECTED")
+    assert graph["litert"]["quantized_io"] == {}  # float in and out; int8_ops="all" differs (below)
     assert re.fullmatch(r"\d+\.\d+\.\d+", graph["litert"]["min_runtime_version"])
     assert graph["litert"]["static_inputs"] == {"input_ids" if form == "ids" else "token_embeddings":
                                                [1, CTX] if form == "ids" else [1, CTX, 32]}
+
+
+@needs_converter
+def test_int8_all_ops_has_int8_io_and_passes(tiny_s0, tmp_path):
+    """Every op in int8 (what an NPU runs whole): the embeddings go in and the features come out as int8, which
+    the runner (as an app) quantizes and dequantizes with the manifest's scales; the gate still passes."""
+    manifest = export_bundle(tiny_s0, tmp_path / "all", target="litert", graphs=["text_encoder"], precision="int8",
+                             context_length=CTX, parity_prompts=PROMPTS,
+                             target_options={"text_input": "embeddings", "int8_ops": "all"})
+    graph = manifest["graphs"]["text_encoder"]
+    io = graph["litert"]["quantized_io"]
+    assert io["token_embeddings"]["dtype"] == "int8" and io["output_0"]["dtype"] == "int8"
+    assert graph["calibration"]["int8_ops"] == "all: ALL_SUPPORTED"
+    fig = graph["parity"]["outputs"]["text_features"]
+    assert fig["cosine_mean"] >= 0.995 and fig["cosine_worst_1pct"] >= 0.98
+    # int8 norms, GELU and softmax are not XNNPACK's: they fall back to the reference kernels
+    assert graph["litert"]["delegates"]["xnnpack"]["not_delegated_by_op"].get("GELU", 0) >= 1
 
 
 @needs_converter
@@ -208,6 +224,7 @@ def test_bad_options_are_refused(tiny_s0, tmp_path):
     spec = describe_graphs(tiny_s0, CTX, get_padding("upstream"))["text_encoder"]
     graph = build_graph("text_encoder", tiny_s0, CTX, get_padding("upstream"))
     for options, message in (({"text_input": "tokens"}, "text_input"), ({"batch": 0}, "batch"),
+                             ({"int8_ops": "some"}, "int8_ops"),
                              ({"precision": "w4"}, "exports fp32")):
         args = {"precision": "fp32", **options}
         with pytest.raises(LitetextError, match=message):

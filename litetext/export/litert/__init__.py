@@ -8,7 +8,9 @@ interpreter with XNNPACK, as an Android app runs them on its CPU.
   per-row scales, following the precision) and the graph takes looked-up embeddings, as Google's SAM3 LiteRT
   sample does for the GPU delegate. Students only; pruned tables (--prune-vocabulary) work with both forms.
 - Precisions: fp32; fp16 (weights only, fp32 compute); int8 (ai-edge-quantizer static: int8 weights AND
-  activations, calibrated on the same real feeds as the other targets).
+  activations, calibrated on the same real feeds as the other targets) on the weighted ops (option
+  `int8_ops="matmul"`, default: float in and out, norms and softmax fp32, as the ONNX target) or on every op
+  (`"all"`: what an NPU runs whole; int8 inputs and outputs, less accurate: benchmarks/litert_text_encoder.py).
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ CALIBRATION_SAMPLES = 256  # rows the INT8 calibration runs through the float gr
 
 
 def export_graph(graph: torch.nn.Module, spec: GraphSpec, example: dict, path: Path, precision: str,
-                 calibration=None, text_input: str = "ids", batch: int = 1) -> Path:
+                 calibration=None, text_input: str = "ids", batch: int = 1, int8_ops: str = "matmul") -> Path:
     """Convert `graph` (at `batch` rows, static) and write `path`; embeddings-in text encoders write their token
     table beside it. INT8 needs `calibration` (litetext.calibration.int8.Int8Calibration: real feeds)."""
-    from litetext.export.litert.convert import EmbeddingsIn, convert, graph_example, quantize
+    from litetext.export.litert.convert import INT8_OPS, EmbeddingsIn, convert, graph_example, quantize
 
     if precision not in PRECISIONS:
         raise LitetextError(f"the litert target exports {', '.join(PRECISIONS)}, not {precision!r}")
     if text_input not in TEXT_INPUTS:
         raise LitetextError(f"text_input is one of {', '.join(TEXT_INPUTS)}, not {text_input!r}")
+    if int8_ops not in INT8_OPS:
+        raise LitetextError(f"int8_ops is one of {', '.join(INT8_OPS)}, not {int8_ops!r}")
     if batch < 1:
         raise LitetextError(f"batch must be at least 1, not {batch}")
     if precision == "int8" and calibration is None:
@@ -53,7 +57,7 @@ def export_graph(graph: torch.nn.Module, spec: GraphSpec, example: dict, path: P
         feeds = None
         if precision == "int8":
             feeds = _calibration_feeds(spec, calibration.feeds, batch, table)
-        report = quantize(float_path, path, precision, feeds)
+        report = quantize(float_path, path, precision, feeds, int8_ops)
         float_path.unlink()
         if calibration is not None:
             calibration.report.update(report)

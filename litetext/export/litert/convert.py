@@ -25,9 +25,13 @@ from litetext.runtimes.litert_runner import EMBEDDINGS_INPUT, SIGNATURE, TokenTa
 RECIPES = {
     "fp32": "float32 weights and compute",
     "fp16": "ai-edge-quantizer FLOAT_CASTING: fp16 weights dequantized to fp32 at load, fp32 compute",
-    "int8": "ai-edge-quantizer static_wi8_ai8: int8 per-channel symmetric weights and int8 activations calibrated "
-            "with min/max on real feeds (what NPUs need); the ids-in token table weight-only int8",
+    "int8": "ai-edge-quantizer static int8: int8 per-channel symmetric weights and int8 activations calibrated "
+            "with min/max on real feeds; the ids-in token table weight-only int8",
 }
+# Which ops INT8 quantizes (option int8_ops). "matmul": the weighted ops only, the rest (norms, softmax, GELU,
+# residual adds) stays fp32 between QUANTIZE/DEQUANTIZE, as the ONNX target does; "all": every op LiteRT can
+# run in int8 (static_wi8_ai8), what an NPU wants whole.
+INT8_OPS = {"matmul": ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D"), "all": ("ALL_SUPPORTED",)}
 
 
 def converter_available() -> bool:
@@ -72,7 +76,7 @@ class EmbeddingsIn(torch.nn.Module):
 @contextlib.contextmanager
 def _quiet():
     """litert-torch prints a progress tree and TensorFlow-style logs; keep the CLI's output readable."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         level = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)
@@ -109,7 +113,7 @@ def graph_example(spec: GraphSpec, example: dict[str, np.ndarray], batch: int, t
     return feed
 
 
-def quantize(float_path: Path, path: Path, precision: str, calibration_feeds=None) -> dict:
+def quantize(float_path: Path, path: Path, precision: str, calibration_feeds=None, int8_ops: str = "matmul") -> dict:
     """fp16 weights or INT8 (weights and activations) with ai-edge-quantizer; returns what the manifest keeps."""
     from ai_edge_quantizer import qtyping, quantizer, recipe
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -122,9 +126,14 @@ def quantize(float_path: Path, path: Path, precision: str, calibration_feeds=Non
                                  algorithm_key=AlgorithmName.FLOAT_CASTING)
         calibration = None
     else:
-        q.load_quantization_recipe(recipe.static_wi8_ai8())
-        # static_wi8_ai8 leaves EMBEDDING_LOOKUP's table in fp32: 60% of S0 in the ids-in form.
+        if int8_ops not in INT8_OPS:
+            raise LitetextError(f"int8_ops is one of {', '.join(INT8_OPS)}, not {int8_ops!r}")
+        for name in INT8_OPS[int8_ops]:
+            q.add_static_config(regex=".*", operation_name=getattr(op, name), activation_num_bits=8,
+                                weight_num_bits=8)
+        # Static configs leave EMBEDDING_LOOKUP's table in fp32: 60% of S0 in the ids-in form.
         q.add_weight_only_config(regex=".*", operation_name=op.EMBEDDING_LOOKUP, num_bits=8)
+        report["int8_ops"] = f"{int8_ops}: {', '.join(INT8_OPS[int8_ops])}"
         with _quiet():
             calibration = q.calibrate({SIGNATURE: calibration_feeds}, num_threads=1)
         report["calibration_samples"] = len(calibration_feeds)
