@@ -86,12 +86,30 @@ def _quiet():
             logging.getLogger().setLevel(level)
 
 
+@contextlib.contextmanager
+def static_feature_size(module: torch.nn.Module):
+    """SAM3's DETR decoder reads the feature map's height and width out of a tensor (`.item()` in its relative
+    position bias), which torch.export cannot trace. A heads graph's sizes are fixed: while converting, the
+    decoder gets them as numbers (those of the last FPN level, the one its encoder attends over)."""
+    decoder = getattr(getattr(module, "model", None), "detr_decoder", None)
+    if decoder is None or not hasattr(module, "position_2"):
+        yield
+        return
+    original = decoder._get_rpb_matrix
+    height, width = (int(d) for d in module.position_2.shape[-2:])
+    decoder._get_rpb_matrix = lambda boxes, shape: original(boxes, (height, width))
+    try:
+        yield
+    finally:
+        del decoder._get_rpb_matrix  # the instance attribute: the class's method is back
+
+
 def convert(module: torch.nn.Module, example: dict[str, np.ndarray], path: Path) -> None:
     """Convert `module` at the example's (static) shapes; inputs keep their names through keyword arguments."""
     litert_torch = require_converter()
     kwargs = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in example.items()}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _quiet(), torch.no_grad():
+    with _quiet(), torch.no_grad(), static_feature_size(module):
         try:
             edge = litert_torch.convert(module.eval(), sample_args=(), sample_kwargs=kwargs)
         except Exception as e:  # the converter raises torch.export, JAX and MLIR errors alike
