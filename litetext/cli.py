@@ -43,7 +43,7 @@ def model_options(command):
 
 @main.command()
 @model_options
-@click.option("--target", default="onnx", show_default=True, help="onnx, tensorrt or coreml.")
+@click.option("--target", default="onnx", show_default=True, help="onnx, tensorrt, coreml or litert.")
 @click.option("--tensorrt-version", "tensorrt_versions", multiple=True,
               help="tensorrt target: recipes for 10, 11 (default: both).")
 @click.option("--deployment-target", type=click.Choice(["iOS17", "iOS18", "macOS14", "macOS15"]), default="iOS17",
@@ -52,6 +52,9 @@ def model_options(command):
               show_default=True, help="coreml target: compute units the package records and macOS runs it with.")
 @click.option("--batch-sizes", default="1,2,4,8", show_default=True,
               help="coreml target: enumerated batch sizes (vision encoder and heads: the smallest).")
+@click.option("--text-input", type=click.Choice(["ids", "embeddings"]), default="ids", show_default=True,
+              help="litert target: the text encoder takes token ids, or embeddings looked up by the app in the "
+                   "table shipped beside it (students).")
 @click.option("--graphs", multiple=True, help="Comma-separated: text_encoder,vision_encoder,heads (default: all).")
 @click.option("--context-length", type=int, help="Tokens per prompt (16 or 32; default: the model's).")
 @click.option("--precision", default="fp32", show_default=True, cls=DerivedHelpOption, derive_help=precision_help)
@@ -84,7 +87,7 @@ def model_options(command):
 @click.option("--force", is_flag=True, help="Replace OUT if it is an existing bundle.")
 @friendly_errors
 def export(preset, checkpoint, random_init, seed, init, target, tensorrt_versions, deployment_target, compute_units,
-           batch_sizes, graphs, context_length, precision,
+           batch_sizes, text_input, graphs, context_length, precision,
            text_padding, heads_semantics, parity_prompts, parity_images, calib_prompts, calib_images, calib_set,
            calib_method, min_cosine_mean, min_cosine_worst_1pct, vocabulary_files, vocabulary_precision, prune_files, out,
            force):
@@ -108,6 +111,8 @@ def export(preset, checkpoint, random_init, seed, init, target, tensorrt_version
         options = {"deployment_target": deployment_target, "compute_units": compute_units,
                    "batch_sizes": [int(b) for b in split_list((batch_sizes,))]}
         module.check_options(precision, **options)  # so does a w4 for iOS17
+    if target == "litert":
+        options = {"text_input": text_input}
     BundleWriter(out, force)  # so does an existing OUT
     chosen_graphs = split_list(graphs) or None
     check_graph_names(chosen_graphs or [])  # and a typo in a graph name, before any model is built

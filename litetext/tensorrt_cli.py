@@ -26,7 +26,7 @@ def _versions(values) -> tuple[int, ...]:
 
 @click.command()
 @click.argument("bundle", type=click.Path())
-@click.option("--target", default="tensorrt", show_default=True, help="What to check the graphs for: tensorrt.")
+@click.option("--target", default="tensorrt", show_default=True, help="What to check the graphs for: tensorrt or litert.")
 @click.option("--tensorrt-version", "versions", multiple=True, help="10, 11 (default: both).")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
@@ -40,8 +40,10 @@ def check(bundle, target, versions, as_json, verify):
     from litetext.bundle import Bundle
     from litetext.export.tensorrt.check import check_bundle, errors_of
 
+    if target == "litert":
+        return _check_litert(bundle, as_json)
     if target != "tensorrt":
-        raise LitetextError(f"litetext check knows the tensorrt target only, not {target!r}")
+        raise LitetextError(f"litetext check knows the tensorrt and litert targets, not {target!r}")
     chosen = _versions(versions)
     opened = Bundle.open(bundle, verify=verify)  # one line and exit 2 for a damaged or changed bundle
     made_for = opened.manifest.get("target")
@@ -74,6 +76,25 @@ def check(bundle, target, versions, as_json, verify):
             + f"; `litetext export --target tensorrt --precision {precision if precision != 'fp32' else 'fp16'}` "
               "exports for TensorRT")
     if errors:
+        sys.exit(1)
+
+
+def _check_litert(bundle, as_json):
+    """LiteRT: each graph's XNNPACK fallbacks, measured in the interpreter, and the GPU delegate's limits."""
+    from litetext.export.litert.delegates import check_bundle as check_litert, findings
+
+    reports = check_litert(bundle)
+    if as_json:
+        click.echo(json.dumps(reports, indent=2))
+    failed = False
+    for graph, report in reports.items():
+        errors, warnings = findings(report)
+        failed = failed or bool(errors)
+        if not as_json:
+            click.echo(f"{graph}: {len(errors)} errors, {len(warnings)} warnings (LiteRT delegates)")
+            for line in [f"error: {e}" for e in errors] + [f"warning: {w}" for w in warnings]:
+                click.echo(f"  {line}")
+    if failed:
         sys.exit(1)
 
 

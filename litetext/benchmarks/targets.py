@@ -148,6 +148,10 @@ class BundleTarget(Target):
             from litetext.runtimes.onnxruntime_runner import OnnxRuntimeRunner
 
             return OnnxRuntimeRunner(self._file(graph), self.bundle.spec(graph), self.precision, threads=self.threads)
+        if self.bundle.manifest["target"] == "litert":  # --threads reaches XNNPACK too
+            from litetext.runtimes.litert_runner import LiteRTRunner
+
+            return LiteRTRunner(self._file(graph), self.bundle.spec(graph), self.precision, threads=self.threads)
         return self.bundle.runner(graph)
 
     def _files(self, graph: str) -> list[Path]:

@@ -18,7 +18,8 @@ import importlib
 
 from litetext.errors import LitetextError
 
-TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml"}
+TARGETS = {"onnx": "litetext.export.onnx", "tensorrt": "litetext.export.tensorrt", "coreml": "litetext.export.coreml",
+           "litert": "litetext.export.litert"}
 
 
 def target_module(name: str):

@@ -216,7 +216,12 @@ class TextEncoderGraph(nn.Module):
             # CLIP text (causal): valid tokens never see the pads, so padding changes only pad positions.
             hidden = self.text.text_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             return self.projection(hidden)
-        hidden = self.token_embedding(input_ids) + self.position_table  # [B, L, D]
+        return self.from_embeddings(self.token_embedding(input_ids), attention_mask)
+
+    def from_embeddings(self, token_embeddings: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The student from looked-up token embeddings [B, L, D] on: targets whose app does the lookup (litert)."""
+        mask = attention_mask if self.attention_masked else None
+        hidden = token_embeddings + self.position_table  # [B, L, D]
         additive = None
         if mask is not None:
             # [B, 1, 1, L]: 0 where a token is valid, the float32 minimum where it is a pad (as transformers).

@@ -14,6 +14,7 @@ RUNNERS = {
     "onnx": ("litetext.runtimes.onnxruntime_runner", "OnnxRuntimeRunner"),
     "tensorrt": ("litetext.runtimes.tensorrt_runner", "open_tensorrt_graph"),  # ONNX Runtime where TensorRT is absent
     "coreml": ("litetext.runtimes.coreml_runner", "CoreMLRunner"),
+    "litert": ("litetext.runtimes.litert_runner", "LiteRTRunner"),  # the ai-edge-litert interpreter, XNNPACK
 }
 
 
