@@ -365,6 +365,13 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
+def image_encoder_record(model) -> dict[str, Any]:
+    """Which image trunk a bundle's vision encoder runs, and whether it resizes its map to the ViT grid."""
+    from litetext.models.efficientsam3 import describe_image_encoder
+
+    return describe_image_encoder(model)
+
+
 def _manifest(loaded, target, precision, ctx, padding, graphs, prompts, images, module) -> dict[str, Any]:
     g = model_geometry(loaded)
     config = loaded.model.config
@@ -381,6 +388,7 @@ def _manifest(loaded, target, precision, ctx, padding, graphs, prompts, images, 
             "model_type": config.model_type,
             "weights": loaded.weights,
             "weights_label": loaded.weights_label,
+            "image_encoder": image_encoder_record(loaded.model),
             "text_encoder": {
                 "hidden_size": config.text_config.hidden_size,
                 "num_hidden_layers": config.text_config.num_hidden_layers,

@@ -71,7 +71,7 @@ def load_model(
         import torch
 
         torch.manual_seed(seed)
-        model = model_class(spec.family)(build_config(spec, ctx, config_overrides))
+        model = build_model(spec, build_config(spec, ctx, config_overrides))
         log.warning("litetext: using RANDOM weights (seed %d) for %s: outputs mean nothing", seed, preset)
         return LoadedModel(model.eval(), spec.family, {"kind": "random", "seed": seed}, preset)
 
@@ -86,6 +86,15 @@ def load_model(
             "litetext-s1, litetext-l) to name its architecture"
         )
     return _load_upstream_file(path, get_preset(preset), context_length, config_overrides)
+
+
+def build_model(spec: Preset, config):
+    """The transformers model of a preset; an EfficientSAM3 preset gets its student image trunk."""
+    if spec.image_trunk is None:
+        return model_class(spec.family)(config)
+    from litetext.models.efficientsam3 import build_efficientsam3_model
+
+    return build_efficientsam3_model(model_class(spec.family), config, spec.image_trunk)
 
 
 def _context_length(spec: Preset, context_length: int | None) -> int:
@@ -128,13 +137,15 @@ def _load_transformers_folder(path: Path) -> LoadedModel:
 def _load_upstream_file(
     path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None
 ) -> LoadedModel:
+    from litetext.models.efficientsam3 import convert_upstream
     from litetext.models.upstream import read_upstream_checkpoint, upstream_to_hf
 
     ctx = _context_length(spec, context_length)
+    convert = convert_upstream if spec.image_trunk else upstream_to_hf
     try:
         upstream = read_upstream_checkpoint(path)
         # Upstream keeps the first `ctx` rows of the student's 77-row position table (it does not interpolate).
-        converted = upstream_to_hf(upstream, spec.family, context_length=ctx if spec.family == STUDENT else None)
+        converted = convert(upstream, spec.family, context_length=ctx if spec.family == STUDENT else None)
     except ValueError as e:
         raise LitetextError(str(e)) from None
     if converted.unmapped:
@@ -150,7 +161,7 @@ def _load_upstream_file(
             overrides["text_config"] = {**overrides.get("text_config", {}), "max_position_embeddings": table.shape[2]}
     # Built on the CPU, not the meta device: non-persistent buffers (rotary tables, position ids) are made
     # at construction and are not in any checkpoint.
-    model = model_class(spec.family)(build_config(spec, ctx, overrides))
+    model = build_model(spec, build_config(spec, ctx, overrides))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
