@@ -234,3 +234,23 @@ def test_three_graph_bundle_predicts(tmp_path):
     assert m["model"]["preset"] == "efficientsam3-tv-m"
     instances = predict(tmp_path / "b", builtin_asset("chelsea.png"), "a cat", threshold=0.0)
     assert len(instances) == loaded.model.config.detr_decoder_config.num_queries
+
+
+@pytest.mark.parametrize("target, precision, trunk", [
+    ("tensorrt", "int8", "ev-b0"),  # explicit Q/DQ ONNX, parity in ONNX Runtime
+    ("coreml", "fp16", "rv-m0.9"),
+    ("coreml", "w8", "tv-5m"),
+])
+def test_vision_encoder_exports_to_tensorrt_and_coreml(tmp_path, target, precision, trunk):
+    from litetext.calibration.data import builtin_asset
+    from litetext.export import export_bundle
+
+    if target == "coreml":
+        pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'litetext[coreml]')")
+    loaded = load_model(f"efficientsam3-{trunk}-s0", random_init=True, seed=0,
+                        config_overrides=tiny_overrides("litetext-s0"))
+    m = export_bundle(loaded, tmp_path / "b", target=target, precision=precision, graphs=["vision_encoder"],
+                      calib_images=[builtin_asset("rocket.jpg")])
+    outputs = m["graphs"]["vision_encoder"]["parity"]["outputs"]
+    assert sorted(outputs) == ["fpn_0", "fpn_1", "fpn_2"]
+    assert min(fig["cosine_min"] for fig in outputs.values()) > 0.99

@@ -82,8 +82,8 @@ def load_model(
         return _load_transformers_folder(path)
     if preset is None:
         raise LitetextError(
-            f"{path} is an upstream PyTorch checkpoint: add --model PRESET (one of sam3, litetext-s0, "
-            "litetext-s1, litetext-l) to name its architecture"
+            f"{path} is an upstream PyTorch checkpoint: add --model PRESET (sam3, litetext-s0, litetext-s1, "
+            "litetext-l, efficientsam3-ev-m, efficientsam3-rv-m, efficientsam3-tv-m, ...) to name its architecture"
         )
     return _load_upstream_file(path, get_preset(preset), context_length, config_overrides)
 
