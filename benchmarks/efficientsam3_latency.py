@@ -3,6 +3,9 @@
 timed runs go round-robin over the sessions, so that load from other processes falls on all of them alike.
 
     python benchmarks/efficientsam3_latency.py --runs 10
+    # eager PyTorch instead, the ViT beside the students (vision encoder graph, random weights, 1 thread)
+    python benchmarks/efficientsam3_latency.py --torch litetext-s0,efficientsam3-ev-m,efficientsam3-tv-m --runs 2 \
+        --json benchmarks/results/efficientsam3_latency_torch.json
 """
 
 from __future__ import annotations
@@ -18,12 +21,45 @@ import numpy as np
 from litetext.export.bundle import write_json_atomic
 
 
+def time_torch(args) -> None:
+    import torch
+
+    from litetext.models.graphs import VisionEncoderGraph
+    from litetext.models.loading import load_model
+
+    torch.set_num_threads(1)
+    pixels = torch.randn(1, 3, 1008, 1008, generator=torch.Generator().manual_seed(0))
+    graphs = {name: VisionEncoderGraph(load_model(name, random_init=True, seed=0)).eval() for name in args.torch.split(",")}
+    times: dict[str, list[float]] = {name: [] for name in graphs}
+    with torch.no_grad():
+        for graph in graphs.values():
+            graph(pixels)  # warm-up
+        for _ in range(args.runs):
+            for name, graph in graphs.items():
+                start = time.perf_counter()
+                graph(pixels)
+                times[name].append((time.perf_counter() - start) * 1000)
+    results = {name: {"p50_ms": round(float(np.median(t)), 1), "min_ms": round(min(t), 1), "max_ms": round(max(t), 1),
+                      "runs": len(t)} for name, t in times.items()}
+    for name, r in results.items():
+        print(f"{name:24s} p50 {r['p50_ms']:10.1f} ms  min {r['min_ms']:10.1f}  max {r['max_ms']:10.1f}")
+    write_json_atomic(Path(args.json), {
+        "what": "eager PyTorch vision encoder, fp32, 1 thread, batch 1, 1008 px, round-robin side by side",
+        "weights": "random, seed 0", "machine": platform.platform(), "torch": torch.__version__,
+        "results": results,
+    })
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export-json", default="benchmarks/results/efficientsam3_export.json")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--torch", help="presets whose eager PyTorch vision encoders to time instead of ONNX files")
     parser.add_argument("--json", default="benchmarks/results/efficientsam3_latency.json")
     args = parser.parse_args()
+    if args.torch:
+        return time_torch(args)
 
     import onnxruntime as ort
 
