@@ -28,7 +28,8 @@ def main(verbose: bool) -> None:
 def model_options(command):
     options = [
         click.option("--model", "preset", metavar="PRESET",
-                     help="sam3, litetext-s0, litetext-s1 or litetext-l (names an upstream .pt's architecture)."),
+                     help="sam3, litetext-s0, litetext-s1, litetext-l, efficientsam3-{ev,rv,tv}-m or "
+                          "efficientsam3-TRUNK-{s0,s1,l,sam3} (names an upstream .pt's architecture)."),
         click.option("--checkpoint", type=click.Path(), help="transformers folder or upstream .pt checkpoint."),
         click.option("--random-init", is_flag=True, help="Seeded RANDOM weights (no checkpoint needed)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for --random-init."),

@@ -11,6 +11,7 @@ from typing import Any
 from litetext.bundle import FORMAT_VERSION, TOKENIZER
 from litetext.image_resize import RESIZE_DESCRIPTION
 from litetext.models.heads_semantics import semantics_manifest
+from litetext.models.efficientsam3 import describe_image_encoder
 from litetext.models.graphs import END_ID, START_ID, model_geometry
 
 
@@ -32,6 +33,7 @@ def build_manifest(plan, graphs: dict[str, Any], text_path: dict[str, Any] | Non
             "model_type": config.model_type,
             "weights": loaded.weights,
             "weights_label": loaded.weights_label,
+            **({} if loaded.text_only else {"image_encoder": describe_image_encoder(loaded.model)}),
             "text_encoder": {
                 "hidden_size": config.text_config.hidden_size,
                 "num_hidden_layers": config.text_config.num_hidden_layers,

@@ -93,7 +93,7 @@ def load_model(
             model = random_text_part(config, spec.family, seed)
         else:
             torch.manual_seed(seed)
-            model = model_class(spec.family)(config)
+            model = build_model(spec, config)
             use_text_part(model, random_text_part(model.config, spec.family, seed))  # as a text-only load's
         if init == STRESS:  # drawn per part (litetext.models.stress_init), so the text part is a text-only load's
             stress_initialise(model, seed)
@@ -108,10 +108,19 @@ def load_model(
         return _load_transformers_folder(path, text_only)
     if preset is None:
         raise LitetextError(
-            f"{path} is an upstream PyTorch checkpoint: add --model PRESET (one of sam3, litetext-s0, "
-            "litetext-s1, litetext-l) to name its architecture"
+            f"{path} is an upstream PyTorch checkpoint: add --model PRESET (sam3, litetext-s0, litetext-s1, "
+            "litetext-l, efficientsam3-ev-m, efficientsam3-rv-m, efficientsam3-tv-m, ...) to name its architecture"
         )
     return _load_upstream_file(path, get_preset(preset), context_length, config_overrides, text_only)
+
+
+def build_model(spec: Preset, config):
+    """The transformers model of a preset; an EfficientSAM3 preset gets its student image trunk."""
+    if spec.image_trunk is None:
+        return model_class(spec.family)(config)
+    from litetext.models.efficientsam3 import build_efficientsam3_model
+
+    return build_efficientsam3_model(model_class(spec.family), config, spec.image_trunk)
 
 
 def _context_length(spec: Preset, context_length: int | None) -> int:
@@ -182,6 +191,7 @@ def _load_upstream_file(
     path: Path, spec: Preset, context_length: int | None, config_overrides: dict[str, Any] | None,
     text_only: bool = False,
 ) -> LoadedModel:
+    from litetext.models.efficientsam3 import convert_upstream
     from litetext.models.upstream import upstream_to_hf
     from litetext.models.upstream_files import read_upstream_file, resolve_context_length, split_text_only_keys
 
@@ -200,7 +210,8 @@ def _load_upstream_file(
 
             upstream.state = upstream_text_keys(upstream.state)  # the vision encoder and heads are not converted
         # Upstream keeps the first `ctx` rows of the student's 77-row position table (it does not interpolate).
-        converted = upstream_to_hf(upstream.state, spec.family, context_length=ctx if spec.family == STUDENT else None)
+        convert = convert_upstream if spec.image_trunk and not text_only else upstream_to_hf
+        converted = convert(upstream.state, spec.family, context_length=ctx if spec.family == STUDENT else None)
     except ValueError as e:
         raise LitetextError(str(e)) from None
     if converted.unmapped:
@@ -221,7 +232,7 @@ def _load_upstream_file(
 
         model = TextOnlyModel(build_config(spec, ctx, overrides), spec.family)
     else:
-        model = model_class(spec.family)(build_config(spec, ctx, overrides))
+        model = build_model(spec, build_config(spec, ctx, overrides))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     if upstream.text_only:  # a stage-1 file fills the text encoder alone; the rest is never exported

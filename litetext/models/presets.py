@@ -24,6 +24,8 @@ class Preset:
     context_lengths: tuple[int, ...] = (16, 32)
     # Parameters the paper reports for the text encoder with its projection to 256 (checked by tests).
     text_params_millions: float = 0.0
+    # EfficientSAM3: the student image trunk that replaces the ViT (litetext.models.efficientsam3_trunks).
+    image_trunk: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
@@ -74,6 +76,30 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+def _efficientsam3_presets() -> list[Preset]:
+    """EfficientSAM3: each of the nine stage-1 image trunks with each text encoder above
+    (`efficientsam3-<trunk>-<text>`), and the three released full models EV-M, RV-M and TV-M (EfficientViT
+    b1, RepViT m1.1, TinyViT 11m with MobileCLIP-S0 at context 16, upstream's efficientsam3_*.pt)."""
+    from dataclasses import replace
+
+    trunks = ("ev-b0", "ev-b1", "ev-b2", "rv-m0.9", "rv-m1.1", "rv-m2.3", "tv-5m", "tv-11m", "tv-21m")
+    texts = {"s0": "litetext-s0", "s1": "litetext-s1", "l": "litetext-l", "sam3": "sam3"}
+    out = []
+    for trunk in trunks:
+        for short, text in texts.items():
+            base = PRESETS[text]
+            out.append(replace(base, name=f"efficientsam3-{trunk}-{short}", image_trunk=trunk,
+                               description=f"EfficientSAM3 {trunk} image trunk + {base.description}"))
+    for name, trunk, upstream in (("ev-m", "ev-b1", "EfficientViT b1"), ("rv-m", "rv-m1.1", "RepViT m1.1"),
+                                  ("tv-m", "tv-11m", "TinyViT 11m")):
+        out.append(replace(PRESETS["litetext-s0"], name=f"efficientsam3-{name}", image_trunk=trunk,
+                           description=f"EfficientSAM3 {name.upper()}: {upstream} + MobileCLIP-S0 (ctx 16)"))
+    return out
+
+
+PRESETS.update({p.name: p for p in _efficientsam3_presets()})
 
 
 def get_preset(name: str) -> Preset:

@@ -169,15 +169,16 @@ def _fan_in(module: nn.Module) -> int:
 
 def _draw_batchnorm_statistics(model: nn.Module, generator) -> int:
     """Set each BatchNorm's running statistics from its own input in one probe pass, in the order the layers
-    run (so each sees the statistics drawn before it), then move them away from the measured ones."""
+    run (so each sees the statistics drawn before it), then move them away from the measured ones. The text
+    encoder's are probed with random token ids, then the vision encoder's (student image trunks) with a random
+    image; the text part's come first, so a text-only load draws the same."""
     norms = {name: m for name, m in model.named_modules() if _is_batchnorm(m)}
     if not norms:
         return 0
-    text = getattr(model, "text_encoder", None)
-    outside = [name for name in norms if not name.startswith("text_encoder.")]
-    if text is None or outside:
-        raise LitetextError(f"stress initialisation probes BatchNorm inputs through the text encoder only, not "
-                            f"{', '.join(outside) or 'this model'}")
+    outside = [name for name in norms if not name.startswith(("text_encoder.", "vision_encoder."))]
+    if outside:
+        raise LitetextError(f"stress initialisation probes BatchNorm inputs through the text and vision encoders "
+                            f"only, not {', '.join(outside)}")
     drawn = []
 
     def measure(module, args):
@@ -191,9 +192,13 @@ def _draw_batchnorm_statistics(model: nn.Module, generator) -> int:
 
     hooks = [m.register_forward_pre_hook(measure) for m in norms.values()]
     try:
-        config = text.config
-        ids = torch.randint(1, config.vocab_size, (8, config.max_position_embeddings), generator=generator)
-        text(input_ids=ids)
+        if any(name.startswith("text_encoder.") for name in norms):
+            config = model.text_encoder.config
+            ids = torch.randint(1, config.vocab_size, (8, config.max_position_embeddings), generator=generator)
+            model.text_encoder(input_ids=ids)
+        if any(name.startswith("vision_encoder.") for name in norms):
+            size = model.config.vision_config.backbone_config.image_size
+            model.vision_encoder(pixel_values=torch.randn((1, 3, size, size), generator=generator))
     finally:
         for hook in hooks:
             hook.remove()
