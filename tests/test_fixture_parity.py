@@ -44,7 +44,7 @@ def test_fixture_meets_its_targets_on_held_out_scenes(fixture_model):
     assert figures["absent_empty_share"] >= 0.8, figures
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_exported_heads_keep_the_instances(fixture_model, scene_data, tmp_path, precision):
     images, prompts, calib = scene_data
     extra = dict(calib_prompts=vocabulary(), calib_images=calib) if precision == "int8" else {}
@@ -59,7 +59,8 @@ def test_exported_heads_keep_the_instances(fixture_model, scene_data, tmp_path, 
         assert agreement["mask_iou_mean"] > 0.995 and agreement["score_max_abs_error"] < 1e-3
     else:
         assert agreement["lost"] + agreement["gained"] <= 0.1 * agreement["reference_instances"]
-        assert agreement["mask_iou_mean"] >= 0.9 and agreement["score_max_abs_error"] < 0.1
+        assert agreement["mask_iou_mean"] >= (0.98 if precision == "fp16" else 0.9)
+        assert agreement["score_max_abs_error"] < (0.02 if precision == "fp16" else 0.1)
 
 
 class ShiftedMasks(torch.nn.Module):
