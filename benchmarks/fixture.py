@@ -96,11 +96,13 @@ def main() -> None:
     print(f"{'target':12s} {TARGETS['matched_mask_iou_mean']:9.2f} {TARGETS['found_share']:7.2f} "
           f"{TARGETS['absent_empty_share']:13.2f}")
     for name, r in runs.items():
-        print(f"{name:12s} {r['matched_mask_iou_mean']:9.3f} {r['found_share']:7.3f} {r['absent_empty_share']:13.3f} "
+        iou = "-" if r["matched_mask_iou_mean"] is None else f"{r['matched_mask_iou_mean']:.3f}"
+        print(f"{name:12s} {iou:>9s} {r['found_share']:7.3f} {r['absent_empty_share']:13.3f} "
               f"{r['extra_instances']:6d} {r['seconds']:8.1f}")
     for name, a in agreement.items():
+        iou, err = (f"{a[k]:.4f}" if a[k] is not None else "n/a" for k in ("mask_iou_mean", "score_max_abs_error"))
         print(f"{name}: matched {a['matched']} of {a['reference_instances']}, lost {a['lost']}, gained {a['gained']}, "
-              f"mask IoU mean {a['mask_iou_mean']:.4f}, score max error {a['score_max_abs_error']:.4f}")
+              f"mask IoU mean {iou}, score max error {err}")
     print(f"-> {args.json}")
 
 
@@ -112,8 +114,8 @@ def _agreement(reference: dict, candidate: dict, agree) -> dict:
     return {"reference_instances": sum(p["reference_instances"] for p in parts),
             "candidate_instances": sum(p["candidate_instances"] for p in parts), "matched": matched,
             "lost": sum(p["lost"] for p in parts), "gained": sum(p["gained"] for p in parts),
-            "mask_iou_mean": float(np.sum(ious) / max(matched, 1)),
-            "score_max_abs_error": max((p["score_max_abs_error"] or 0.0) for p in parts)}
+            "mask_iou_mean": float(np.sum(ious) / matched) if matched else None,
+            "score_max_abs_error": max((p["score_max_abs_error"] or 0.0) for p in parts) if matched else None}
 
 
 if __name__ == "__main__":
