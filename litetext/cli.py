@@ -189,28 +189,48 @@ def calibrate(prompts, images, context_length, text_padding, count, seed, out):
 
 @main.command()
 @click.argument("bundle", type=click.Path())
-@click.option("--image", required=True, type=click.Path(), help="Image file.")
-@click.option("--prompt", required=True, help="Text prompt naming the concept to segment.")
+@click.option("--image", "images", multiple=True, required=True, type=click.Path(),
+              help="Image file or folder of images (repeat for more).")
+@click.option("--prompt", "prompts", multiple=True, help="Text prompt naming a concept to segment (repeat for more).")
+@click.option("--prompts", "prompt_files", multiple=True, type=click.Path(),
+              help="Prompt file (one a line) or folder of them (repeat for more).")
 @click.option("--threshold", type=float, default=0.5, show_default=True, help="Score threshold.")
-@click.option("-o", "--out", required=True, type=click.Path(), help="Folder for instances.json and PNGs.")
+@click.option("-o", "--out", required=True, type=click.Path(),
+              help="Folder: one sub-folder per image with instances.json, masks and overlay.png.")
 @click.option("--verify", is_flag=True, help="Check the sha256 of every file of BUNDLE first.")
 @friendly_errors
-def predict(bundle, image, prompt, threshold, out, verify):
-    """Segment every instance of PROMPT in IMAGE with an exported bundle (ONNX Runtime)."""
-    from litetext.bundle import Bundle
-    from litetext.predict import Predictor, write_prediction
-    from litetext.calibration.data import load_rgb
-    from litetext.calibration.images import PREDICT_MAX_SIDE
-    from litetext.cli_checks import check_predict
+def predict(bundle, images, prompts, prompt_files, threshold, out, verify):
+    """Segment every instance of each prompt in each image with an exported bundle (ONNX Runtime): the vision
+    encoder runs once per image, the text encoder once per prompt, the heads once per image for all prompts."""
+    from pathlib import Path
 
-    check_predict(bundle, image, threshold, out)
+    from litetext.bundle import Bundle
+    from litetext.calibration.data import read_images, read_prompts
+    from litetext.cli_checks import check_predict
+    from litetext.errors import LitetextError
+    from litetext.files import replaced_folder
+    from litetext.predict import Predictor
+    from litetext.predict_many import image_folders, is_prediction_folder, predict_images, write_image_predictions
+
+    check_predict(bundle, images, prompt_files, threshold, out)
+    asked = list(dict.fromkeys([*prompts, *(read_prompts(list(prompt_files)) if prompt_files else [])]))
+    if not asked:
+        raise LitetextError("name what to segment: --prompt TEXT (repeatable) or --prompts FILE")
+    paths = read_images(list(images))
     opened = Bundle.open(bundle, verify=verify)
-    instances = Predictor(opened)(load_rgb(image, max_side=PREDICT_MAX_SIDE), prompt, threshold)
+    predictor = Predictor(opened)
     label = opened.manifest["model"]["weights_label"]
-    write_prediction(instances, image, prompt, out, label)
-    click.echo(f"{len(instances)} instances of {prompt!r} above {threshold} -> {out}")
-    for inst in instances:
-        click.echo(f"  score {inst.score:.3f}  box {[round(v, 1) for v in inst.box]}  area {int(inst.mask.sum())}")
+    folders = image_folders(paths)
+    # A fresh folder replaces OUT whole: no mask of an earlier prediction stays, an interrupted run leaves OUT.
+    with replaced_folder(out, is_prediction_folder) as tmp:
+        for folder, (path, rgb, found) in zip(folders, predict_images(predictor, paths, asked, threshold)):
+            write_image_predictions(found, path, rgb, tmp / folder, label, threshold)
+            click.echo(f"{path}: -> {Path(out) / folder}")
+            for prompt, instances in found.items():
+                click.echo(f"  {len(instances)} instances of {prompt!r} above {threshold}")
+                for inst in instances:
+                    click.echo(f"    score {inst.score:.3f}  box {[round(v, 1) for v in inst.box]}  "
+                               f"area {int(inst.mask.sum())}")
     if opened.manifest["model"]["weights"]["kind"] == "random":
         click.secho(f"NOTE: {label}", fg="yellow", err=True)
 
@@ -220,10 +240,12 @@ def _register_commands() -> None:
     from litetext.analysis.cli import analyze
     from litetext.benchmarks.cli import bench
     from litetext.distill.cli import distill
+    from litetext.fixture.cli import train_fixture
+    from litetext.fixture.demo import demo
     from litetext.info_cli import info
     from litetext.tensorrt_cli import build_engine, check
 
-    for command in (bench, check, build_engine, analyze, distill, info):
+    for command in (bench, check, build_engine, analyze, distill, info, train_fixture, demo):
         main.add_command(command)
 
 

@@ -195,10 +195,11 @@ def check_export(preset, checkpoint, target, tensorrt_versions, deployment_targe
     p.raise_any()
 
 
-def check_predict(bundle, image, threshold, out) -> None:
+def check_predict(bundle, images, prompt_files, threshold, out) -> None:
     p = Problems()
     p.add(existing([bundle], "BUNDLE", "bundle folder"))
-    p.add(existing([image], "--image", "image file"))
+    p.add(existing(images, "--image", "image file or folder"))
+    p.add(existing(prompt_files, "--prompts", "prompt file or folder"))
     p.add(unit_interval(threshold, "--threshold"))
     p.add(output_folder(out))
     p.raise_any()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,15 @@ from litetext.models.heads_semantics import heads_attention_mask, semantics_of_m
 from litetext.postprocess import Instance, postprocess
 
 NEEDED_GRAPHS = ("text_encoder", "vision_encoder", "heads")
+
+
+@dataclass
+class ImageFeatures:
+    """One image through the vision encoder: its FPN levels (batch 1) and its size in pixels."""
+
+    levels: dict[str, np.ndarray]
+    height: int
+    width: int
 
 
 class Predictor:
@@ -40,21 +50,57 @@ class Predictor:
         self.runners = {g: self.bundle.runner(g) for g in needed}
         self.tokenizer = self.bundle.tokenizer()
         self.image_size = int(self.bundle.manifest["preprocess"]["image_size"])
+        self._text_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # prompt -> (features [L, W], mask [L])
 
     def __call__(self, rgb: np.ndarray, prompt: str, threshold: float = 0.5) -> list[Instance]:
-        padding = self.bundle.text_padding
-        tokens = self.tokenizer([prompt], context_length=self.bundle.context_length, pad_id=padding.pad_id)
-        if self.vocabulary is not None:
-            features, mask = self.vocabulary.lookup(prompt)  # LitetextError for a prompt not in the list
-            text = {"text_features": features}
-        else:
-            mask = tokens.attention_mask
-            text = self.runners["text_encoder"].infer({"input_ids": tokens.input_ids, "attention_mask": mask})
-        # The heads' mask follows the bundle's heads semantics (upstream: ids that are 0 are not attended to).
-        mask = heads_attention_mask(tokens.input_ids, mask, semantics_of_manifest(self.bundle.manifest))
+        return self.predict_prompts(rgb, [prompt], threshold)[prompt]
+
+    def encode_image(self, rgb: np.ndarray) -> ImageFeatures:
+        """The vision encoder's levels for one image: keep them to ask it other prompts (predict_prompts)."""
         levels = self.runners["vision_encoder"].infer({"pixel_values": preprocess_image(rgb, self.image_size)})
-        outputs = self.runners["heads"].infer({**levels, **text, "attention_mask": mask})
-        return postprocess(outputs, rgb.shape[0], rgb.shape[1], threshold)
+        return ImageFeatures(levels, int(rgb.shape[0]), int(rgb.shape[1]))
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(text_features [P, L, W], attention_mask [P, L]) of prompts, each through the text encoder (or the
+        fixed vocabulary) once for the life of this Predictor."""
+        new = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if new:
+            padding = self.bundle.text_padding
+            tokens = self.tokenizer(new, context_length=self.bundle.context_length, pad_id=padding.pad_id)
+            if self.vocabulary is not None:  # LitetextError for a prompt not in the list
+                looked_up = [self.vocabulary.lookup(prompt) for prompt in new]
+                features = np.concatenate([f for f, _ in looked_up])
+                masks = np.concatenate([m for _, m in looked_up])
+            else:
+                masks = tokens.attention_mask
+                features = self.runners["text_encoder"].infer(
+                    {"input_ids": tokens.input_ids, "attention_mask": masks})["text_features"]
+            # The heads' mask follows the bundle's heads semantics (upstream: ids that are 0 are not attended to).
+            masks = heads_attention_mask(tokens.input_ids, masks, semantics_of_manifest(self.bundle.manifest))
+            for i, prompt in enumerate(new):
+                self._text_cache[prompt] = (features[i], masks[i])
+        rows = [self._text_cache[p] for p in prompts]
+        return np.stack([f for f, _ in rows]), np.stack([m for _, m in rows])
+
+    def predict_prompts(self, image: np.ndarray | ImageFeatures, prompts: list[str],
+                        threshold: float = 0.5) -> dict[str, list[Instance]]:
+        """Instances of each prompt in one image (an RGB array, or its encode_image features): the heads run on
+        the prompts as one batch (one at a time for Core ML, whose heads take a fixed batch)."""
+        features = image if isinstance(image, ImageFeatures) else self.encode_image(image)
+        prompts = list(dict.fromkeys(prompts))
+        text, mask = self.encode_prompts(prompts)
+        step = 1 if self.bundle.manifest["target"] == "coreml" else max(len(prompts), 1)
+        found: dict[str, list[Instance]] = {}
+        for start in range(0, len(prompts), step):
+            rows = slice(start, start + step)
+            count = len(prompts[rows])
+            levels = {k: np.repeat(v, count, axis=0) for k, v in features.levels.items()}
+            outputs = self.runners["heads"].infer(
+                {**levels, "text_features": text[rows], "attention_mask": mask[rows]})
+            for i, prompt in enumerate(prompts[rows]):
+                one = {k: v[i : i + 1] for k, v in outputs.items()}
+                found[prompt] = postprocess(one, features.height, features.width, threshold)
+        return found
 
 
 def predict(bundle: Bundle | str | Path, image: str | Path, prompt: str, threshold: float = 0.5) -> list[Instance]:

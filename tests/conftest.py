@@ -76,3 +76,13 @@ def builtin_image():
     from litetext.calibration.data import builtin_asset
 
     return builtin_asset("chelsea.png")
+
+
+@pytest.fixture(scope="session")
+def fixture_model():
+    """The trained fixture (fixtures/shapes-s0): real instances on rendered scenes (litetext.fixture.scenes)."""
+    from litetext.fixture.model import fixture_path, load_fixture
+
+    if not (fixture_path() / "config.json").is_file():
+        pytest.skip(f"fixture model not found at {fixture_path()}")
+    return load_fixture()

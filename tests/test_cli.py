@@ -32,7 +32,8 @@ def test_export_and_predict(checkpoint, tmp_path):
     result = run("predict", out, "--image", builtin_image(), "--prompt", "cat", "--threshold", "0", "-o", pred)
     assert result.exit_code == 0, result.output
     assert "12 instances" in result.output
-    assert len(json.loads((pred / "instances.json").read_text())["instances"]) == 12
+    record = json.loads((pred / builtin_image().stem / "instances.json").read_text())  # one folder per image
+    assert len(record["prompts"]["cat"]) == 12
 
 
 def test_graphs_option_accepts_commas(checkpoint, tmp_path):
