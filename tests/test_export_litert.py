@@ -1,8 +1,8 @@
 """LiteRT target on tiny configs: .tflite graphs converted with litert-torch, run in the ai-edge-litert interpreter
 (XNNPACK), checked against PyTorch through the same gates as ONNX.
 
-The interpreter and quantizer come with the `litert` extra. The converter (litert-torch) cannot share an
-environment with pydantic >= 2.12 (toolchains.md), so the tests that convert skip where it is missing."""
+The converter, quantizer and interpreter come with the `litert` extra; the tests that convert skip where the
+converter is missing (toolchains.md)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from litetext.models.graphs import build_graph, describe_graphs, get_padding  # 
 from litetext.runtimes.litert_runner import LiteRTRunner, TokenTable  # noqa: E402
 
 needs_converter = pytest.mark.skipif(not converter_available(), reason="litert-torch is not installed here "
-                                     "(it needs its own environment: toolchains.md)")
+                                     "(pip install 'litetext[litert]'; toolchains.md)")
 CTX = 16
 
 

@@ -1,8 +1,7 @@
 """torch -> .tflite with litert-torch, then ai-edge-quantizer for fp16 weights and INT8.
 
-litert-torch (the converter) pins xdsl, which pins typing-extensions < 4.13: it cannot share an environment with
-pydantic >= 2.12 (see toolchains.md), so it is imported only here, when a LiteRT export runs. ai-edge-quantizer
-and the interpreter install cleanly beside litetext's other dependencies.
+litert-torch (the converter, `litert` extra) pins xdsl, which pins typing-extensions < 4.13 (toolchains.md): it is
+imported only here, when a LiteRT export runs, so the interpreter and runners work without it.
 """
 
 from __future__ import annotations
@@ -47,9 +46,9 @@ def require_converter():
         import litert_torch
     except ImportError:
         raise LitetextError(
-            "the litert target needs the litert-torch converter, which cannot share an environment with "
-            "pydantic >= 2.12 (its xdsl pins typing-extensions < 4.13): pip install litert-torch in a separate "
-            "virtual environment (toolchains.md, LiteRT)"
+            "the litert target needs the litert-torch converter: pip install 'litetext[litert]' (its xdsl pins "
+            "typing-extensions < 4.13; if that clashes with other packages, use its own environment: toolchains.md, "
+            "LiteRT)"
         ) from None
     return litert_torch
 
