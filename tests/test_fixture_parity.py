@@ -3,12 +3,11 @@ finds, so every check compares real, non-empty sets of instances."""
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
 from litetext.calibration.parity import instances_agree, passes
-from litetext.export import GraphFeeds, export_bundle
+from litetext.export import export_bundle
 from litetext.fixture.model import IMAGE_SIZE
 from litetext.fixture.scenes import render_scene, save_scene_png, vocabulary
 from litetext.models.graphs import build_graph, describe_graphs, get_padding
@@ -91,19 +90,28 @@ class ScaledPresence(torch.nn.Module):
 
 @pytest.mark.parametrize("broken", ["masks shifted 1 cell", "presence scaled"])
 def test_broken_heads_pass_the_cosine_gate_but_fail_the_instance_gate(fixture_model, scene_data, tmp_path, broken):
-    from litetext.export import _example
-    from litetext.export.onnx import export_graph, open_runner
+    from litetext.calibration.feeds import RealInputs, graph_parity
+    from litetext.export.onnx import export_graph
+    from litetext.export.pipeline import _example
+    from litetext.models.graphs import model_geometry
+    from litetext.models.heads_semantics import heads_semantics_of
+    from litetext.runtimes.onnxruntime_runner import OnnxRuntimeRunner
     from litetext.runtimes.torch_runner import TorchRunner
 
     images, prompts, _ = scene_data
     padding = get_padding("upstream")
-    spec = describe_graphs(fixture_model, 16, padding)["heads"]
+    specs = describe_graphs(fixture_model, 16, padding)
+    spec = specs["heads"]
     heads = build_graph("heads", fixture_model, 16, padding)
     module = ShiftedMasks(heads, 1) if broken.startswith("masks") else ScaledPresence(heads)
-    feeds = GraphFeeds(fixture_model, 16, padding, prompts, images, need_images=True)
-    batches = feeds.for_graph("heads")
-    path = export_graph(module.eval(), spec, _example(batches), tmp_path / "heads.onnx", "fp32")
-    figures = feeds.measure("heads", TorchRunner(heads, spec), open_runner(path, spec, "fp32"), batches)
+    text, vision = (TorchRunner(build_graph(g, fixture_model, 16, padding), specs[g])
+                    for g in ("text_encoder", "vision_encoder"))
+    feeds = RealInputs(prompts, images).heads(16, padding, model_geometry(fixture_model).image_size, 2, text, vision,
+                                              heads_semantics_of(fixture_model))
+    path = export_graph(module.eval(), spec, _example(feeds.feeds), tmp_path / "heads.onnx", "fp32")
+    reference, candidate = TorchRunner(heads, spec), OnnxRuntimeRunner(path, spec, "fp32")
+    figures = graph_parity("heads", [reference.infer(f) for f in feeds.feeds],
+                           [candidate.infer(f) for f in feeds.feeds], feeds)
     int8_gate = spec.tolerance["int8"]  # judged by direction, as INT8 heads are
     assert all(passes(f, int8_gate) for f in figures["outputs"].values()), figures["outputs"]
     if broken == "presence scaled":  # even the strict fp32 cosine bound (0.9999) does not see it
