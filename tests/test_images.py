@@ -134,13 +134,15 @@ def test_predict_on_a_bomb_a_16_bit_and_a_large_image(bundle, tmp_path):
     image = write_png16(tmp_path / "g16.png", grey, 0)
     result = run_cli("predict", bundle, "--image", image, "--prompt", "cat", "--threshold", "0", "-o", tmp_path / "g")
     assert result.exit_code == 0, result.output
-    overlay = np.asarray(Image.open(tmp_path / "g" / "overlay.png"))
-    assert overlay.shape == (48, 64, 3)
+    written = json.loads((tmp_path / "g" / "g16" / "instances.json").read_text())  # one folder per image
+    assert written["image_size"] == [64, 48]
+    mask = written["prompts"]["cat"][0]["mask"]
+    assert Image.open(tmp_path / "g" / "g16" / mask).size == (64, 48)
 
     Image.new("RGB", (5000, 300), (90, 90, 90)).save(tmp_path / "big.png")
     result = run_cli("predict", bundle, "--image", tmp_path / "big.png", "--prompt", "cat", "--threshold", "0",
                      "-o", tmp_path / "big")
     assert result.exit_code == 0, result.output
-    written = json.loads((tmp_path / "big" / "instances.json").read_text())
+    written = json.loads((tmp_path / "big" / "big" / "instances.json").read_text())
     assert written["image_size"] == [2048, 123]
-    assert Image.open(tmp_path / "big" / written["instances"][0]["mask"]).size == (2048, 123)
+    assert Image.open(tmp_path / "big" / "big" / written["prompts"]["cat"][0]["mask"]).size == (2048, 123)

@@ -39,10 +39,11 @@ def hidden_leftovers(folder: Path) -> list[str]:
 def test_a_new_prediction_leaves_no_stale_masks(bundle, tmp_path):
     out = tmp_path / "pred"
     assert predict(bundle, out).exit_code == 0
-    assert len(list(out.glob("mask_*.png"))) == 12
+    assert len(list(out.glob("*/p00_*.png"))) == 12  # one folder per image, one mask per instance
     result = predict(bundle, out, threshold="1")
     assert result.exit_code == 0, result.output
-    assert list(out.glob("mask_*.png")) == [] and json.loads((out / "instances.json").read_text())["instances"] == []
+    written = json.loads(next(out.glob("*/instances.json")).read_text())
+    assert list(out.glob("*/p00_*.png")) == [] and written["prompts"]["cat"] == []
     assert hidden_leftovers(tmp_path) == []
 
 
