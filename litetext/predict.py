@@ -14,7 +14,6 @@ from litetext.calibration.data import load_rgb, preprocess_image
 from litetext.calibration.images import PREDICT_MAX_SIDE
 from litetext.errors import LitetextError
 from litetext.bundle import Bundle
-from litetext.files import replaced_folder, write_json_atomic
 from litetext.models.heads_semantics import heads_attention_mask, semantics_of_manifest
 from litetext.postprocess import Instance, postprocess
 
@@ -105,45 +104,6 @@ class Predictor:
 
 def predict(bundle: Bundle | str | Path, image: str | Path, prompt: str, threshold: float = 0.5) -> list[Instance]:
     return Predictor(bundle)(load_rgb(image, max_side=PREDICT_MAX_SIDE), prompt, threshold)
-
-
-def write_prediction(instances: list[Instance], image: str | Path, prompt: str, out: str | Path,
-                     weights_label: str = "") -> Path:
-    """instances.json (score, box, mask file and area) + one PNG mask per instance + overlay.png, written into a
-    fresh folder that replaces `out` whole (no mask of an earlier prediction stays; an interrupted write leaves
-    `out` as it was). An existing `out` must be empty or an earlier prediction."""
-    with replaced_folder(out, lambda folder: (folder / "instances.json").is_file()) as tmp:
-        _write_prediction_files(instances, image, prompt, tmp, weights_label)
-    return Path(out)
-
-
-def _write_prediction_files(instances: list[Instance], image: str | Path, prompt: str, out: Path,
-                            weights_label: str) -> Path:
-    from PIL import Image, ImageDraw
-
-    rgb = load_rgb(image, max_side=PREDICT_MAX_SIDE)  # as predicted: masks have its size
-    overlay = rgb.astype(np.float32)
-    palette = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                        [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float32)
-    records = []
-    for i, inst in enumerate(instances):
-        name = f"mask_{i:03d}.png"
-        Image.fromarray(inst.mask.astype(np.uint8) * 255).save(out / name)
-        color = palette[i % len(palette)]
-        overlay[inst.mask] = 0.5 * overlay[inst.mask] + 0.5 * color
-        records.append({"score": round(inst.score, 6), "box_xyxy": [round(v, 2) for v in inst.box],
-                        "mask": name, "mask_area": int(inst.mask.sum())})
-    picture = Image.fromarray(overlay.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(picture)
-    for i, inst in enumerate(instances):
-        draw.rectangle(inst.box, outline=tuple(int(c) for c in palette[i % len(palette)]), width=2)
-        draw.text((inst.box[0] + 3, inst.box[1] + 2), f"{prompt} {inst.score:.2f}", fill=(255, 255, 255))
-    picture.save(out / "overlay.png")
-    write_json_atomic(out / "instances.json", {
-        "image": str(image), "prompt": prompt, "weights": weights_label,
-        "image_size": [int(rgb.shape[1]), int(rgb.shape[0])], "instances": records,
-    })
-    return out
 
 
 class _CallableModule(types.ModuleType):

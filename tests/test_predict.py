@@ -13,7 +13,7 @@ from litetext.calibration.data import builtin_asset, load_rgb, preprocess_image
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
 from litetext.postprocess import resize_bilinear
-from litetext.predict import Predictor, write_prediction
+from litetext.predict import Predictor
 from litetext.tokenizer import ClipTokenizer
 
 
@@ -87,17 +87,20 @@ def test_resize_bilinear_equals_torch():
         np.testing.assert_allclose(resize_bilinear(x, *size), want, atol=5e-5)
 
 
-def test_write_prediction(bundle_and_reference, tmp_path):
+def test_write_image_predictions(bundle_and_reference, tmp_path):
     import json
+
+    from litetext.predict_many import write_image_predictions
 
     predictor, _, _ = bundle_and_reference
     image = builtin_asset("rocket.jpg")
-    instances = predictor(load_rgb(image), "rocket", threshold=0.0)
-    write_prediction(instances, image, "rocket", tmp_path, "RANDOM weights")
+    rgb = load_rgb(image)
+    found = predictor.predict_prompts(rgb, ["rocket"], threshold=0.0)
+    write_image_predictions(found, image, rgb, tmp_path, "RANDOM weights", 0.0)
     record = json.loads((tmp_path / "instances.json").read_text())
-    assert len(record["instances"]) == len(instances) == 12  # every query passes threshold 0
+    assert len(record["prompts"]["rocket"]) == len(found["rocket"]) == 12  # every query passes threshold 0
     assert record["image_size"] == [640, 427] and record["weights"] == "RANDOM weights"
-    assert (tmp_path / "overlay.png").is_file() and (tmp_path / record["instances"][0]["mask"]).is_file()
+    assert (tmp_path / "overlay.png").is_file() and (tmp_path / record["prompts"]["rocket"][0]["mask"]).is_file()
 
 
 def test_predict_needs_all_graphs(tmp_path, tiny_s0):
