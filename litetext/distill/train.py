@@ -142,6 +142,34 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     write_atomic(path, lambda f: torch.save(payload, f))
 
 
+def resume_or_start(out: Path, module: torch.nn.Module, optimizer, resume: bool, device: torch.device, world: World,
+                    steps: int, progress) -> int:
+    """The step a run starts at: with `resume` and a checkpoint in `out`, the checkpoint's (model and optimizer
+    loaded, the log cut back to it: later records' steps run again), else 0 with a fresh log."""
+    start = 0
+    if resume and (out / CHECKPOINT).is_file():
+        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
+        if world.main:
+            _rewrite_log(out / LOG_FILE, [r for r in read_log(out) if r["step"] <= start])
+        progress(f"resuming at step {start} of {steps}")
+    elif world.main:
+        _rewrite_log(out / LOG_FILE, [])
+    world.barrier()
+    return start
+
+
+def data_parallel(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """`module` itself, or wrapped for data parallelism when torchrun started several processes."""
+    if world.size == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[world.local_rank] if device.type == "cuda" else None)
+
+
 def read_log(out: str | Path) -> list[dict]:
     path = Path(out) / LOG_FILE
     if not path.is_file():
@@ -331,24 +359,8 @@ def _distill(teacher, out, prompts, eval_prompts, student_init, settings, overri
     optimizer = torch.optim.AdamW(_param_groups(student, settings.weight_decay), lr=settings.lr,
                                   betas=(0.9, 0.999), eps=1e-8, fused=True)
     log = _Log(out / LOG_FILE, world.main)
-    start = 0
-    if resume and (out / CHECKPOINT).is_file():
-        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        if world.main:  # drop what was logged after the checkpoint: those steps run again
-            _rewrite_log(out / LOG_FILE, [r for r in read_log(out) if r["step"] <= start])
-        progress(f"resuming at step {start} of {settings.steps}")
-    elif world.main:
-        _rewrite_log(out / LOG_FILE, [])
-    world.barrier()
-
-    model = student
-    if world.size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(student, device_ids=[world.local_rank] if device.type == "cuda" else None)
+    start = resume_or_start(out, student, optimizer, resume, device, world, settings.steps, progress)
+    model = data_parallel(student, world, device)
 
     def checkpoint(step: int) -> None:
         if world.main:
