@@ -220,13 +220,14 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def check_out(out: Path, resume: bool) -> None:
+def check_out(out: Path, resume: bool, run: str = "distillation run") -> None:
+    """OUT holds a `run` to resume, or is new or empty for a fresh one."""
     if resume:
         if not (out / RUN_FILE).is_file():
-            raise LitetextError(f"nothing to resume: {out} holds no distillation run ({RUN_FILE})")
+            raise LitetextError(f"nothing to resume: {out} holds no {run} ({RUN_FILE})")
         return
     if (out / RUN_FILE).is_file():
-        raise LitetextError(f"{out} holds a distillation run; pass --resume to continue it, or choose another -o")
+        raise LitetextError(f"{out} holds a {run}; pass --resume to continue it, or choose another -o")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LitetextError(f"{out} exists and is not empty; choose another output folder")
 
