@@ -15,9 +15,11 @@ class Instance:
     mask: np.ndarray  # bool [H, W]
 
 
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    """Without overflow: trained mask logits reach -100 and beyond, where exp(-x) overflows float32."""
+    x = np.asarray(x)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.result_type(x, np.float32), copy=False)
 
 
 

@@ -160,6 +160,27 @@ def test_default_follows_the_checkpoint_origin_and_can_be_overridden():
     assert semantics_of_manifest({"heads_semantics": {"name": "upstream"}}).geometry_token
 
 
+def test_a_folder_litetext_trained_keeps_the_semantics_it_was_trained_with(tmp_path):
+    """`litetext train-fixture` trains random weights, so with upstream's heads, and writes that into the folder's
+    config.json; loading the folder must not switch it to the transformers way (every score would move)."""
+    from litetext.models.heads_semantics import TRAINED_WITH_KEY, semantics_manifest
+    from litetext.models.loading import load_model
+
+    loaded = tiny_model("litetext-s0")
+    plain, trained, wrong = tmp_path / "plain", tmp_path / "trained", tmp_path / "wrong"
+    loaded.model.save_pretrained(plain, safe_serialization=True)
+    setattr(loaded.model.config, TRAINED_WITH_KEY, "upstream")
+    loaded.model.save_pretrained(trained, safe_serialization=True)
+    assert heads_semantics_of(load_model(checkpoint=plain)).name == "transformers"
+    again = load_model(checkpoint=trained)
+    assert heads_semantics_of(again).name == "upstream"
+    assert semantics_manifest(again)["chosen_by"] == f"checkpoint config ({TRAINED_WITH_KEY})"
+    setattr(loaded.model.config, TRAINED_WITH_KEY, "sam2")
+    loaded.model.save_pretrained(wrong, safe_serialization=True)
+    with pytest.raises(LitetextError, match="unknown heads semantics 'sam2'"):
+        load_model(checkpoint=wrong)
+
+
 @pytest.mark.parametrize("semantics", ["upstream", "transformers"])
 def test_onnx_heads_export_carries_the_semantics_with_parity(tmp_path, semantics, roi_free_geometry_encoder):
     import onnxruntime as ort

@@ -126,9 +126,9 @@ def test_sampler_is_seeded_and_spreads_over_lengths():
 
 
 def test_int8_heads_calibrated_on_real_images(tmp_path):
-    # Pinned to transformers' initialisation: it asserts the quantized graph and its tensor figures with no
-    # instance at 0.5 (every query scores ~0.25). Under stress weights this export fails its instance gate:
-    # test_int8_heads_instance_gate_under_stress_weights.
+    # Pinned to transformers' initialisation: it asserts the quantized graph and its tensor figures. Under stress
+    # weights this export fails its gate (the test below). Instances are judged on the trained fixture, where
+    # there are some: tests/test_fixture_parity.py.
     tiny_s0 = tiny_model("litetext-s0", init="transformers")
     manifest = export_bundle(tiny_s0, tmp_path / "h", graphs=["heads"], precision="int8")
     graph = manifest["graphs"]["heads"]
@@ -137,9 +137,6 @@ def test_int8_heads_calibrated_on_real_images(tmp_path):
     assert sum(n.op_type == "DequantizeLinear" for n in model.graph.node) > 20
     for name in ("pred_logits", "pred_masks", "pred_boxes"):
         assert graph["parity"]["outputs"][name]["cosine_mean"] >= 0.98, name
-    instances = graph["parity"]["instances"]
-    # Random tiny weights score every query near sigmoid(0) ** 2 = 0.25: nothing passes 0.5 on either side.
-    assert instances["reference_instances"] == instances["candidate_instances"] == 0
 
 
 def test_int8_heads_fail_their_gate_under_stress_weights(tmp_path, tiny_s0):

@@ -48,10 +48,18 @@ def get_heads_semantics(name: str) -> HeadsSemantics:
     return HEADS_SEMANTICS[name]
 
 
+# config.json key of a transformers folder trained by litetext (`litetext train-fixture`): the heads semantics it
+# was trained with, which its exports must keep
+TRAINED_WITH_KEY = "litetext_heads_semantics"
+
+
 def default_heads_semantics(weights: dict[str, Any]) -> str:
     """By the checkpoint's origin: an upstream .pt was trained with upstream's heads; a transformers folder is
-    meant to run as transformers runs it. Random weights stand in for the released (upstream) checkpoints in
-    every benchmark and test, so they get the graph those checkpoints need, geometry token included."""
+    meant to run as transformers runs it, unless its config says what it was trained with (TRAINED_WITH_KEY).
+    Random weights stand in for the released (upstream) checkpoints in every benchmark and test, so they get
+    the graph those checkpoints need, geometry token included."""
+    if weights.get("trained_heads_semantics"):
+        return get_heads_semantics(weights["trained_heads_semantics"]).name
     if weights.get("kind") == "checkpoint" and weights.get("format") == "transformers":
         return "transformers"
     return "upstream"
@@ -80,7 +88,9 @@ def heads_attention_mask(input_ids: np.ndarray, attention_mask: np.ndarray, sema
 def semantics_manifest(loaded) -> dict[str, Any]:
     """The manifest's `heads_semantics` entry."""
     semantics = heads_semantics_of(loaded)
-    chosen = "override" if getattr(loaded, "heads_semantics", None) else "checkpoint origin"
+    chosen = ("override" if getattr(loaded, "heads_semantics", None) else
+              f"checkpoint config ({TRAINED_WITH_KEY})" if loaded.weights.get("trained_heads_semantics") else
+              "checkpoint origin")
     entry = {**asdict(semantics), "chosen_by": chosen,
              "default_for_weights": default_heads_semantics(loaded.weights)}
     entry["heads_inputs"] = ("unchanged: fpn_0..2, text_features, attention_mask; attention_mask is 1 where "

@@ -152,6 +152,10 @@ def _load_transformers_folder(path: Path, text_only: bool = False) -> LoadedMode
     if not any(path.glob("*.safetensors")):
         raise LitetextError(f"{path} holds no .safetensors weights (pickled .bin files are not loaded)")
     weights = {"kind": "checkpoint", "format": "transformers", "path": str(path), "sha256": sha256_of(path)}
+    from litetext.models.heads_semantics import TRAINED_WITH_KEY, get_heads_semantics
+
+    if TRAINED_WITH_KEY in config:  # a folder litetext trained: its heads keep the semantics it learned with
+        weights["trained_heads_semantics"] = get_heads_semantics(str(config[TRAINED_WITH_KEY])).name
     if text_only:
         return LoadedModel(_text_part_of_folder(path, family), family, weights, None, text_only=True)
     from transformers.utils import logging as transformers_logging
