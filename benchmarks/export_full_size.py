@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/export_full_size.json")
     parser.add_argument("--count", type=int, default=1000, help="held-out prompts to measure on (seeded sample)")
     parser.add_argument("--skip-vision", action="store_true", help="text encoders only")
+    parser.add_argument("--text-models", default=",".join(p for p, _ in TEXT_MODELS),
+                        help="text encoders to export, in this order")
     parser.add_argument("--s0-image-graphs", default="vision_encoder,heads",
                         help="S0's image graphs to export (the 1008 px vision encoder takes >10 GiB: 'heads' skips it)")
     parser.add_argument("--init", default="stress", choices=["stress", "transformers"],
@@ -72,7 +74,9 @@ def main() -> None:
             **(extra or {}),
         })
 
-    for preset, ctx in TEXT_MODELS:
+    contexts = dict(TEXT_MODELS)
+    for preset in args.text_models.split(","):
+        ctx = contexts[preset]
         print(f"== {preset} text encoder (context {ctx})", flush=True)
         if preset == "litetext-s0":
             checkpoint = work / f"checkpoint-litetext-s0-{args.init}"
@@ -96,7 +100,17 @@ def main() -> None:
                 record(preset, loaded, manifest, graph)
         del loaded
         gc.collect()
+        save(args, rows)  # after each model: a long run keeps what it measured
 
+    print(f"\n{'model':13s} {'graph':15s} {'MiB':>8s} {'export s':>9s} {'max error':>10s} {'min cos':>10s}")
+    for r in rows:
+        err = max(p["max_abs_error"] for p in r["parity"].values())
+        cos = min(p["cosine_min"] for p in r["parity"].values())
+        print(f"{r['model']:13s} {r['graph']:15s} {r['bytes'] / 2**20:8.1f} {r['export_seconds']:9.1f} {err:10.2e} {cos:10.6f}")
+    print(f"wrote {args.json}")
+
+
+def save(args, rows: list[dict]) -> None:
     result = {
         "benchmark": "export_full_size", "weights": random_weights_label({"seed": 0, "init": args.init}),
         "command": "python " + " ".join(sys.argv),
@@ -106,12 +120,6 @@ def main() -> None:
     }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(args.json), result)
-    print(f"\n{'model':13s} {'graph':15s} {'MiB':>8s} {'export s':>9s} {'max error':>10s} {'min cos':>10s}")
-    for r in rows:
-        err = max(p["max_abs_error"] for p in r["parity"].values())
-        cos = min(p["cosine_min"] for p in r["parity"].values())
-        print(f"{r['model']:13s} {r['graph']:15s} {r['bytes'] / 2**20:8.1f} {r['export_seconds']:9.1f} {err:10.2e} {cos:10.6f}")
-    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":
