@@ -3,7 +3,8 @@ make them: from a transformers-format checkpoint folder, with `export_bundle`. R
 size, the w8 / fp16 ratio, the compression ops the package holds and the simulated parity (Core ML cannot predict
 on Linux: the package's compression applied to the PyTorch graph, fp16 compute; see docs/coreml.md).
 
-Weights are RANDOM (seed 0), written once as a transformers-format checkpoint folder and loaded from it.
+Weights are RANDOM (seed 0, --init stress by default), written once per initialisation as a transformers-format
+checkpoint folder and loaded from it.
 Text parity on --count held-out prompts; vision and heads parity on --images (each with two built-in prompts).
 
     python benchmarks/coreml_bundles.py --prompts ../shared/data/prompts/eval --images ../shared/data/images/camera.png
@@ -22,14 +23,14 @@ from litetext.calibration.data import read_prompts, seeded_sample
 from litetext.export import export_bundle
 from litetext.export.manifest import tool_versions
 from litetext.files import write_json_atomic
-from litetext.models.loading import load_model
+from litetext.models.loading import load_model, random_weights_label
 
 
-def checkpoint_folder(work: Path) -> Path:
-    """A transformers-format S0 checkpoint with random weights (seed 0), written once."""
-    folder = work / "checkpoint-litetext-s0"
+def checkpoint_folder(work: Path, init: str) -> Path:
+    """A transformers-format S0 checkpoint with random weights (seed 0, `init`), written once."""
+    folder = work / f"checkpoint-litetext-s0-{init}"
     if not (folder / "config.json").exists():
-        load_model("litetext-s0", random_init=True, seed=0).model.save_pretrained(folder)
+        load_model("litetext-s0", random_init=True, seed=0, init=init).model.save_pretrained(folder)
     return folder
 
 
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--images", nargs="+", required=True, help="images for vision encoder and heads parity")
     parser.add_argument("--count", type=int, default=1000, help="held-out prompts to measure on (seeded sample)")
     parser.add_argument("--precisions", default="fp16,w8")
+    parser.add_argument("--init", default="stress", choices=["stress", "transformers"],
+                        help="random weights: stress (every layer matters) or transformers' own initialisation")
     parser.add_argument("--graphs", default="text_encoder,heads,vision_encoder", help="in this order (the slowest last)")
     parser.add_argument("--work", default="benchmarks/work")
     parser.add_argument("--json", default="benchmarks/results/coreml_bundles.json")
@@ -46,7 +49,7 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_folder(work)
+    checkpoint = checkpoint_folder(work, args.init)
     prompts = seeded_sample(read_prompts(args.prompts), args.count)
     rows = []
     for graph in args.graphs.split(","):  # one graph per bundle: each is measured and freed alone
@@ -76,7 +79,7 @@ def save(args, prompts: list[str], rows: list[dict]) -> None:
     for r in rows:
         r["size_vs_fp16"] = r["bytes"] / fp16[r["graph"]] if r["graph"] in fp16 else None
     result = {"benchmark": "coreml_bundles", "model": "litetext-s0", "checkpoint": "transformers-format folder",
-              "weights": "RANDOM weights (seed 0), not a trained model", "parity_prompts": len(prompts),
+              "weights": random_weights_label({"seed": 0, "init": args.init}), "parity_prompts": len(prompts),
               "parity_images": [Path(p).name for p in args.images], "machine": platform.platform(),
               "tools": tool_versions(), "command": "python " + " ".join(sys.argv), "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,13 @@ import argparse
 import platform
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 
 from litetext.calibration.data import read_prompts, sample_by_length, seeded_sample
 from litetext.calibration.int8 import Int8Calibration
+from litetext.calibration.parity import passes
 from litetext.export import coreml
 from litetext.export.coreml import describe as coreml_describe
 from litetext.export.coreml import simulate as coreml_simulate
@@ -82,10 +84,13 @@ def main() -> None:
         runner = coreml.simulated_runner(graph, spec, precision, calibration)
         parity = coreml_simulate.measure_parity(reference, runner, feeds)["text_features"]
         simulate_s = time.perf_counter() - t0
+        # the gate export_bundle judges this precision by (compressed ones: Core ML's own; else the graph's)
+        gate = coreml.TOLERANCES["text_encoder"].get(precision) or spec.tolerance[precision]
         row = {
             "precision": label, "deployment_target": target, "bytes": info["bytes"],
             "compression_ops": {k: v for k, v in info["ops"].items() if k.startswith("constexpr") or k in ("quantize", "dequantize")},
-            "simulated_parity": parity, "export_seconds": round(export_s, 1), "simulate_seconds": round(simulate_s, 1),
+            "simulated_parity": parity, "gate": asdict(gate), "passes_gate": passes(parity, gate),
+            "export_seconds": round(export_s, 1), "simulate_seconds": round(simulate_s, 1),
             "fp16_guard": info["metadata"].get("com.litetext.fp16_guard"),
             "fp16_subnormal_constants": info["metadata"].get("com.litetext.fp16_subnormal_constants"),
         }
@@ -116,15 +121,16 @@ def main() -> None:
 
 
 def table(result) -> str:
-    lines = ["| precision | target | package | x fp16 | cosine mean | worst 1% | min | max error | weights bit-exact |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| precision | target | package | x fp16 | cosine mean | worst 1% | min | max error | weights bit-exact | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         p = r["simulated_parity"]
         agreement = r.get("weight_agreement")
         exact = f"{agreement['bit_exact']}/{agreement['package_compressed']}" if agreement else "-"
         lines.append(
             f"| {r['precision']} | {r['deployment_target']} | {r['bytes'] / 2**20:.1f} MiB | {r['size_vs_fp16']:.3f} | "
-            f"{p['cosine_mean']:.6f} | {p['cosine_worst_1pct']:.6f} | {p['cosine_min']:.6f} | {p['max_abs_error']:.4f} | {exact} |"
+            f"{p['cosine_mean']:.6f} | {p['cosine_worst_1pct']:.6f} | {p['cosine_min']:.6f} | {p['max_abs_error']:.4f} | {exact} | "
+            f"{'pass' if r['passes_gate'] else 'FAIL'} |"
         )
     return "\n".join(lines)
 

@@ -1,8 +1,9 @@
 """Export the full-size text encoders (teacher, S0, S1, L) and S0's vision encoder and heads at 1008 px,
 recording export time, file sizes and parity against PyTorch, as JSON plus a printed table.
 
-Weights are RANDOM (seed 0): no checkpoint can be downloaded here. S0 goes through a transformers-format
-checkpoint folder written first, so the loading path users take is the one measured.
+Weights are RANDOM (seed 0, --init stress by default): no checkpoint can be downloaded here. S0 goes through a
+transformers-format checkpoint folder written first, so the loading path users take is the one measured; the other
+text encoders are loaded alone (the text part of the full model's weights).
 
     python benchmarks/export_full_size.py --prompts ../shared/data/prompts/eval --json benchmarks/results/export_full_size.json
 """
@@ -13,6 +14,7 @@ import argparse
 import gc
 import platform
 import resource
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,7 @@ from litetext.calibration.data import read_prompts, seeded_sample
 from litetext.export import export_bundle
 from litetext.export.manifest import tool_versions
 from litetext.files import write_json_atomic
-from litetext.models.loading import load_model
+from litetext.models.loading import load_model, random_weights_label
 
 TEXT_MODELS = [("sam3", 32), ("litetext-s0", 16), ("litetext-s1", 16), ("litetext-l", 16)]
 
@@ -48,6 +50,12 @@ def main() -> None:
     parser.add_argument("--json", default="benchmarks/results/export_full_size.json")
     parser.add_argument("--count", type=int, default=1000, help="held-out prompts to measure on (seeded sample)")
     parser.add_argument("--skip-vision", action="store_true", help="text encoders only")
+    parser.add_argument("--text-models", default=",".join(p for p, _ in TEXT_MODELS),
+                        help="text encoders to export, in this order")
+    parser.add_argument("--s0-image-graphs", default="vision_encoder,heads",
+                        help="S0's image graphs to export (the 1008 px vision encoder takes >10 GiB: 'heads' skips it)")
+    parser.add_argument("--init", default="stress", choices=["stress", "transformers"],
+                        help="random weights: stress (every layer matters) or transformers' own initialisation")
     args = parser.parse_args()
 
     work = Path(args.work)
@@ -66,44 +74,52 @@ def main() -> None:
             **(extra or {}),
         })
 
-    for preset, ctx in TEXT_MODELS:
+    contexts = dict(TEXT_MODELS)
+    for preset in args.text_models.split(","):
+        ctx = contexts[preset]
         print(f"== {preset} text encoder (context {ctx})", flush=True)
         if preset == "litetext-s0":
-            checkpoint = work / "checkpoint-litetext-s0"
+            checkpoint = work / f"checkpoint-litetext-s0-{args.init}"
             if not (checkpoint / "config.json").exists():
-                load_model(preset, random_init=True, seed=0).model.save_pretrained(checkpoint)
+                load_model(preset, random_init=True, seed=0, init=args.init).model.save_pretrained(checkpoint)
             loaded = load_model(checkpoint=checkpoint)
         else:
-            loaded = load_model(preset, random_init=True, seed=0, context_length=ctx)
+            loaded = load_model(preset, random_init=True, seed=0, init=args.init, context_length=ctx,
+                                graphs=["text_encoder"])
         out = work / f"{preset}-text"
         manifest = export_bundle(loaded, out, graphs=["text_encoder"], context_length=ctx, parity_prompts=prompts,
                                  force=True, progress=lambda m: print("  ", m, flush=True))
         agreement = tokenizer_json_agreement(out, prompts, ctx, manifest["text_padding"]["pad_id"])
         record(preset, loaded, manifest, "text_encoder", {"tokenizer_json": agreement})
         if preset == "litetext-s0" and not args.skip_vision:
-            print("== litetext-s0 vision encoder and heads at full size", flush=True)
-            manifest = export_bundle(loaded, work / "s0-vision-heads", graphs=["vision_encoder", "heads"],
+            image_graphs = args.s0_image_graphs.split(",")
+            print(f"== litetext-s0 {' and '.join(image_graphs)} at full size", flush=True)
+            manifest = export_bundle(loaded, work / "s0-vision-heads", graphs=image_graphs,
                                      force=True, progress=lambda m: print("  ", m, flush=True))
-            for graph in ("vision_encoder", "heads"):
+            for graph in image_graphs:
                 record(preset, loaded, manifest, graph)
         del loaded
         gc.collect()
+        save(args, rows)  # after each model: a long run keeps what it measured
 
-    result = {
-        "benchmark": "export_full_size",
-        "command": "python benchmarks/export_full_size.py " + " ".join(f"--prompts {p}" for p in args.prompts),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "tools": tool_versions(),
-        "rows": rows,
-    }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(args.json), result)
     print(f"\n{'model':13s} {'graph':15s} {'MiB':>8s} {'export s':>9s} {'max error':>10s} {'min cos':>10s}")
     for r in rows:
         err = max(p["max_abs_error"] for p in r["parity"].values())
         cos = min(p["cosine_min"] for p in r["parity"].values())
         print(f"{r['model']:13s} {r['graph']:15s} {r['bytes'] / 2**20:8.1f} {r['export_seconds']:9.1f} {err:10.2e} {cos:10.6f}")
     print(f"wrote {args.json}")
+
+
+def save(args, rows: list[dict]) -> None:
+    result = {
+        "benchmark": "export_full_size", "weights": random_weights_label({"seed": 0, "init": args.init}),
+        "command": "python " + " ".join(sys.argv),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "tools": tool_versions(),
+        "rows": rows,
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(args.json), result)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import numpy as np
 
 from litetext.calibration.data import builtin_prompts, load_rgb, preprocess_image, read_prompts
 from litetext.calibration.parity import box_iou, mask_iou_matrix
+from litetext.errors import LitetextError
 from litetext.postprocess import query_scores
 from litetext.export import export_bundle
 from litetext.export.manifest import tool_versions
@@ -105,23 +106,32 @@ def main() -> None:
 
     loaded = load_benchmark_model(args)
     out = Path(args.work) / f"int8-{args.graph}"
-    manifest = export_bundle(
-        loaded, out, graphs=[args.graph], precision="int8",
-        calib_prompts=read_prompts(args.calib_prompts), calib_images=args.calib_images,
-        parity_images=args.images, force=True, progress=lambda m: print("  ", m, flush=True),
-    )
+    path = Path(args.json or f"benchmarks/results/int8_{args.graph}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    about = {"machine": platform.platform(), "tools": tool_versions(), "command": "python " + " ".join(sys.argv)}
+    try:
+        manifest = export_bundle(
+            loaded, out, graphs=[args.graph], precision="int8",
+            calib_prompts=read_prompts(args.calib_prompts), calib_images=args.calib_images,
+            parity_images=args.images, force=True, progress=lambda m: print("  ", m, flush=True),
+        )
+    except LitetextError as e:  # the gate failed even after the mixed-precision search: the record says so
+        write_json_atomic(path, {"benchmark": f"int8_{args.graph}", "model": args.model, "weights": loaded.weights_label,
+                                 "status": "failed", "error": str(e),
+                                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                                 **about})
+        print(f"FAILED: {e}\nwrote {path}")
+        sys.exit(1)
     graph = manifest["graphs"][args.graph]
     print("   top-query agreement on", len(args.images), "images x 8 COCO names", flush=True)
     queries = top_query_agreement(loaded, out, args.graph, args.images, builtin_prompts()[:8])
     result = {
-        "benchmark": f"int8_{args.graph}", "model": args.model, "weights": loaded.weights_label,
+        "benchmark": f"int8_{args.graph}", "model": args.model, "weights": loaded.weights_label, "status": "ok",
         "bytes": graph["bytes"], "parity": graph["parity"], "top_queries": queries,
         "calibration": graph["calibration"],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": platform.platform(), "tools": tool_versions(), "command": "python " + " ".join(sys.argv),
+        **about,
     }
-    path = Path(args.json or f"benchmarks/results/int8_{args.graph}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)
     for name, fig in graph["parity"]["outputs"].items():
         print(f"{name:16s} cos mean {fig['cosine_mean']:.5f}  worst 1% {fig['cosine_worst_1pct']:.5f}  "

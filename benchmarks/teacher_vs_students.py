@@ -39,14 +39,15 @@ def progress_printer():
     return lambda message: print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def bundle_matches(path: Path, preset: str, seed: int, ctx: int, precision: str) -> bool:
+def bundle_matches(path: Path, preset: str, seed: int, init: str, ctx: int, precision: str) -> bool:
     """An earlier export of the same model, weights, context and precision (reused unless --force-export)."""
     try:
         m = json.loads((path / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
     return (m.get("precision") == precision and m.get("context_length") == ctx and m["model"].get("preset") == preset
-            and m["model"]["weights"] == {"kind": "random", "seed": seed} and "text_encoder" in m.get("graphs", {}))
+            and m["model"]["weights"] == {"kind": "random", "seed": seed, "init": init}
+            and "text_encoder" in m.get("graphs", {}))
 
 
 def main() -> None:
@@ -58,6 +59,8 @@ def main() -> None:
                         help="also export the teacher at these precisions (default: eager PyTorch only)")
     parser.add_argument("--batch", default="1,8", help="batch sizes (default 1,8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--init", default="stress", choices=["stress", "transformers"],
+                        help="random weights: stress (every layer matters) or transformers' own initialisation")
     parser.add_argument("--student-context", type=int, default=16, help="students' context length (16 or 32)")
     parser.add_argument("--prompts", nargs="+", help="prompt files or folders (default: the 80 COCO names)")
     parser.add_argument("--work", default="benchmarks/work", help="folder for the exported bundles")
@@ -90,14 +93,15 @@ def main() -> None:
 
     for preset in models:
         ctx = TEACHER_CONTEXT if preset == "sam3" else args.student_context
-        progress(f"== {preset}: loading (random weights, seed {args.seed}, context {ctx})")
-        loaded = load_model(preset, random_init=True, seed=args.seed, context_length=ctx)
+        progress(f"== {preset}: loading (random weights, seed {args.seed}, {args.init} init, context {ctx})")
+        loaded = load_model(preset, random_init=True, seed=args.seed, init=args.init, context_length=ctx,
+                            graphs=["text_encoder"])
         torch_target = TorchTarget.from_loaded(loaded, context_length=ctx, label=f"torch:{preset}")
         targets = [torch_target]
         for precision in teacher_precisions if preset == "sam3" else precisions:
             out = work / f"{preset}-text-ctx{ctx}-{precision}"
             try:
-                if args.force_export or not bundle_matches(out, preset, args.seed, ctx, precision):
+                if args.force_export or not bundle_matches(out, preset, args.seed, args.init, ctx, precision):
                     progress(f"{preset}: exporting the text encoder to ONNX {precision} -> {out}")
                     export_bundle(loaded, out, graphs=["text_encoder"], context_length=ctx, precision=precision,
                                   parity_prompts=prompts, force=True, progress=lambda m: progress(f"  {m}"))
