@@ -53,11 +53,15 @@ def main() -> None:
     runs["torch fp32"]["seconds"] = round(time.perf_counter() - t0, 1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        parity = [tmp / f"parity_{i}.png" for i in (10**7 + 100, 10**7 + 101)]
+        # the export's heads parity pairs image i with prompts 2i and 2i + 1: two prompts naming something
+        # present per scene, over 8 scenes, so that its instance gate judges dozens of instances, not two
+        parity_ids = range(10**7 + 100, 10**7 + 108)
+        parity = [tmp / f"parity_{i}.png" for i in parity_ids]
         calib = [tmp / f"calib_{i}.png" for i in range(10**7, 10**7 + 4)]
         for path in parity + calib:
             save_scene_png(render_scene(int(path.stem.split("_")[1]), IMAGE_SIZE), path)
-        prompts = [p for i in (10**7 + 100, 10**7 + 101) for p in render_scene(i, IMAGE_SIZE).prompts]
+        prompts = [p for i in parity_ids for p in [q for q in render_scene(i, IMAGE_SIZE).prompts
+                                                   if render_scene(i, IMAGE_SIZE).answer(q)][:2]]
         for precision in ("fp32", "int8"):
             extra = dict(calib_prompts=vocabulary(), calib_images=calib) if precision == "int8" else {}
             manifest = export_bundle(loaded, tmp / precision, precision=precision, parity_prompts=prompts,
