@@ -30,16 +30,18 @@ RESULTS = Path("benchmarks/results")
 
 def export_one(model: str, precision: str, work: Path, calib_images: list[str], images: list[str]) -> dict:
     """Runs in a child process: export one vision encoder at one precision, report what it measured.
-    Precision "int8+convtranspose" is an experiment: INT8 with the neck's ConvTranspose weights quantized too
-    (litetext's INT8 leaves them fp32 today)."""
+    Precision "int8+convtranspose" was the experiment that made litetext's INT8 quantize the neck's
+    ConvTranspose weights too (now in litetext.calibration.int8.QUANTIZED_OPS, so it equals "int8");
+    "int8-fp32-convtranspose" is INT8 as it was before, ConvTranspose kept fp32."""
     from litetext.export import export_bundle
     from litetext.models.loading import load_model
 
     label = precision
-    if precision == "int8+convtranspose":
+    if precision in ("int8+convtranspose", "int8-fp32-convtranspose"):
         import litetext.calibration.int8 as int8
 
-        int8.QUANTIZED_OPS.append("ConvTranspose")
+        if precision == "int8-fp32-convtranspose":
+            int8.QUANTIZED_OPS.remove("ConvTranspose")
         precision = "int8"
 
     loaded = load_model(model, random_init=True, seed=0)

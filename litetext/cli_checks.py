@@ -84,11 +84,12 @@ def context_length(value: int | None, preset: str | None) -> str | None:
     return None
 
 
-def graph_names(graphs: list[str]) -> str | None:
+def graph_names(graphs: list[str], extra: tuple[str, ...] = ()) -> str | None:
     from litetext.models.graphs import GRAPH_NAMES
 
-    unknown = [g for g in graphs if g not in GRAPH_NAMES]
-    return f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}" if unknown else None
+    known = (*GRAPH_NAMES, *extra)
+    unknown = [g for g in graphs if g not in known]
+    return f"unknown graphs {unknown}; choose from: {', '.join(known)}" if unknown else None
 
 
 def _first_existing(path: Path) -> Path:
@@ -220,7 +221,7 @@ def check_calibrate(prompts, images, context_length_, text_padding, count, seed,
 
 
 def check_bench(targets, merge, graphs, prompts, images, batch, threads, threshold, warmup, min_runs, min_seconds,
-                max_seconds, context_length_, text_padding, json_path, report_dir) -> None:
+                max_seconds, context_length_, text_padding, json_path, report_dir, pipeline_prompts="1,8") -> None:
     from litetext.cli_helpers import split_list
     from litetext.models.graphs import get_padding
 
@@ -231,10 +232,11 @@ def check_bench(targets, merge, graphs, prompts, images, batch, threads, thresho
         p.add(existing(targets, "--merge", "result file"))
     else:
         p.add(existing([t for t in targets if not t.startswith("torch:")], "TARGET", "bundle folder"))
-    p.add(graph_names(split_list(graphs)))
+    p.add(graph_names(split_list(graphs), extra=("pipeline",)))  # pipeline: the whole-pipeline rows
     p.add(existing(prompts, "--prompts"))
     p.add(existing(images, "--images"))
     p.check(positive_integers, batch, "--batch")
+    p.check(positive_integers, pipeline_prompts, "--pipeline-prompts")
     p.add(at_least(threads, 1, "--threads"))
     p.add(unit_interval(threshold, "--threshold"))
     p.add(at_least(warmup, 0, "--warmup"))

@@ -15,13 +15,13 @@ from litetext.cli_helpers import friendly_errors, split_list
 from litetext.errors import LitetextError
 
 
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, option: str = "--batch") -> list[int]:
     try:
         batches = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
-        raise LitetextError(f"--batch takes comma-separated positive integers such as 1,8, not {text!r}") from None
+        raise LitetextError(f"{option} takes comma-separated positive integers such as 1,8, not {text!r}") from None
     if not batches or min(batches) < 1:
-        raise LitetextError(f"--batch takes comma-separated positive integers such as 1,8, not {text!r}")
+        raise LitetextError(f"{option} takes comma-separated positive integers such as 1,8, not {text!r}")
     return batches
 
 
@@ -39,8 +39,10 @@ def _command_line(ctx: click.Context) -> str:
 
 @click.command("bench")
 @click.argument("targets", nargs=-1, metavar="TARGET...")
-@click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads (default: each target's graphs; "
-              "all three for torch targets).")
+@click.option("--graphs", multiple=True, help="text_encoder, vision_encoder, heads, pipeline (default: each target's "
+              "graphs, all three for torch targets, and pipeline when a target has all three).")
+@click.option("--pipeline-prompts", default="1,8", show_default=True,
+              help="Whole-pipeline rows: prompts per image, comma-separated (one image each time).")
 @click.option("--prompts", multiple=True, type=click.Path(), help="Prompt files or folders (default: the 80 COCO names).")
 @click.option("--images", multiple=True, type=click.Path(), help="Images or folders (default: two built-in photos).")
 @click.option("--batch", "batch", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
@@ -64,7 +66,7 @@ def _command_line(ctx: click.Context) -> str:
               help="The arguments are result JSON files (from several devices) to join, deduplicated, into --json.")
 @click.pass_context
 @friendly_errors
-def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding, threads,
+def bench(ctx, targets, graphs, pipeline_prompts, prompts, images, batch, seed, reference, context_length, text_padding, threads,
           threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify, json_path, report_dir, merge):
     """Benchmark TARGETs: exported bundle folders, torch:PRESET (random weights, --seed), torch:CHECKPOINT or
     torch:PRESET:UPSTREAM.pt. Measures latency (p50/p90/p99), weights and load memory (fresh process) and
@@ -75,18 +77,19 @@ def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context
           --json results.json --report report/
       litetext bench --merge laptop.json jetson.json --json all.json --report all/
     """
-    from litetext.benchmarks.report import results_table, write_report
+    from litetext.benchmarks.report import pipeline_table, results_table, write_report
     from litetext.benchmarks.results import merge_files, write_results
     from litetext.cli_checks import check_bench
 
     check_bench(targets, merge, graphs, prompts, images, batch, threads, threshold, warmup, min_runs, min_seconds,
-                max_seconds, context_length, text_padding, json_path, report_dir)  # before the run, not after
+                max_seconds, context_length, text_padding, json_path, report_dir, pipeline_prompts)  # before the run
     if merge:
         records = merge_files(list(targets))
         click.echo(f"merged {len(records)} records from {len(targets)} files", err=True)
     else:
         records = _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding,
-                       threads, threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify)
+                       threads, threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify,
+                       parse_batches(pipeline_prompts, "--pipeline-prompts"))
     if json_path:
         write_results(records, json_path, command=_command_line(ctx),
                       sources=[str(t) for t in targets] if merge else None)
@@ -95,6 +98,8 @@ def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context
         paths = write_report(records, report_dir)
         click.echo(f"wrote {', '.join(str(p) for p in paths.values())}", err=True)
     click.echo(results_table(records))
+    if pipeline_table(records):
+        click.echo("\nWhole pipeline (1 image + N prompts; split per graph, medians):\n" + pipeline_table(records))
     failed = [r for r in records if r.get("status") != "ok"]
     if any((r.get("model") or {}).get("random") for r in records):
         click.secho("NOTE: RANDOM weights in some records: latency and memory are real, outputs mean nothing",
@@ -105,7 +110,8 @@ def bench(ctx, targets, graphs, prompts, images, batch, seed, reference, context
 
 
 def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding, threads,
-         threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify=False):
+         threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify=False, pipeline_prompts=(1, 8)):
+    from litetext.benchmarks.pipeline import GRAPH as PIPELINE
     from litetext.benchmarks.run import run_bench
     from litetext.benchmarks.stats import TimingOptions
     from litetext.benchmarks.targets import open_target
@@ -114,9 +120,9 @@ def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_
 
     batches = parse_batches(batch)
     graph_list = split_list(graphs) or None
-    unknown = [g for g in graph_list or [] if g not in GRAPH_NAMES]
+    unknown = [g for g in graph_list or [] if g not in (*GRAPH_NAMES, PIPELINE)]
     if unknown:
-        raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join(GRAPH_NAMES)}")
+        raise LitetextError(f"unknown graphs {unknown}; choose from: {', '.join((*GRAPH_NAMES, PIPELINE))}")
     get_padding(text_padding)
     if min(warmup, min_runs) < 0 or min_runs < 1 or max_seconds <= 0:
         raise LitetextError("--min-runs must be at least 1, --warmup at least 0 and --max-seconds positive")
@@ -133,4 +139,5 @@ def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_
     timing = TimingOptions(warmup=warmup, min_runs=min_runs, min_seconds=min_seconds,
                            max_seconds=max(max_seconds, min_seconds))
     return run_bench(opened, graph_list, batches, prompt_list, image_list, ref, timing, memory=not no_memory,
-                     threshold=threshold, progress=progress, command=_command_line(ctx))
+                     threshold=threshold, progress=progress, command=_command_line(ctx),
+                     pipeline_prompts=pipeline_prompts)

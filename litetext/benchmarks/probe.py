@@ -13,7 +13,8 @@ baseline. It resets the peak (VmHWM, via /proc/self/clear_refs) where Linux allo
     rss_anon_after_load, rss_file_after_load   the two parts, as measured (the file part may be negative)
 
 Jobs: "bundle" (path, graph, threads), "torch" (recipe: load_model keyword arguments, graph, context_length,
-text_padding) and "allocate" (mib: touch a numpy array of that size; used to check the probe itself).
+text_padding), each with "graphs" (a list) instead of "graph" to hold several graphs at once (a whole
+pipeline), and "allocate" (mib: touch a numpy array of that size; used to check the probe itself).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _prepare(job: dict[str, Any]):
         from litetext.runtimes.by_target import runner_factory
 
         runner_factory(Bundle.open(job["path"]).manifest["target"])  # the runtime's modules
-        return lambda: BundleTarget(job["path"], threads=job.get("threads")).open_runner(job["graph"])
+        graphs = job.get("graphs") or [job["graph"]]  # several: a whole pipeline's graphs, all held at once
+        return lambda: [BundleTarget(job["path"], threads=job.get("threads")).open_runner(g) for g in graphs]
     if kind == "torch":
         import torch  # noqa: F401
         from transformers import Sam3LiteTextModel, Sam3Model  # noqa: F401  (lazy modules: import now)
@@ -84,13 +86,14 @@ def _prepare(job: dict[str, Any]):
         from litetext.runtimes.torch_runner import TorchRunner
 
         def load():
-            loaded = load_model(**job["recipe"], graphs=[job["graph"]])  # a text encoder alone: only it
+            graphs = job.get("graphs") or [job["graph"]]
+            loaded = load_model(**job["recipe"], graphs=graphs)  # a text encoder alone: only it
             padding = get_padding(job["text_padding"])
             ctx = job["context_length"]
-            runner = TorchRunner(build_graph(job["graph"], loaded, ctx, padding),
-                                 describe_graphs(loaded, ctx, padding)[job["graph"]])
-            del loaded  # keep only what the graph uses (the heads graph holds the whole model)
-            return runner
+            specs = describe_graphs(loaded, ctx, padding)
+            runners = [TorchRunner(build_graph(g, loaded, ctx, padding), specs[g]) for g in graphs]
+            del loaded  # keep only what the graphs use (the heads graph holds the whole model)
+            return runners
 
         return load
     raise ValueError(f"unknown probe job kind {kind!r}")

@@ -117,6 +117,38 @@ def results_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pipeline_table(records: list[dict[str, Any]]) -> str:
+    """Markdown table of the pipeline records (empty string when there are none): whole-bundle memory, the
+    total latency and its split per graph (medians of the same timed runs)."""
+    from litetext.benchmarks.pipeline import GRAPH
+
+    rows = [r for r in records if r.get("graph") == GRAPH]
+    if not rows:
+        return ""
+    devices = _devices(records)
+    several = len(devices) > 1
+    header = ["model", "runtime", "precision", "prompts", "weights MiB", "RSS load MiB", "total p50 ms",
+              "vision p50 ms", "text p50 ms", "heads p50 ms", "heads per prompt ms", "runs", "status"]
+    if several:
+        header.insert(0, "device")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        mem = r.get("memory_mb") or {}
+        split = r.get("split_ms") or {}
+        p50 = lambda stage: (split.get(stage) or {}).get("p50")  # noqa: E731
+        heads = p50("heads")
+        row = [model_name(r), r["runtime"], r["precision"], str(r["batch"]), _fmt(mem.get("weights"), ".1f"),
+               _fmt(mem.get("rss_after_load"), ".1f"), _fmt((r.get("latency_ms") or {}).get("p50"), ".1f"),
+               _fmt(p50("vision_encoder"), ".1f"), _fmt(p50("text_encoder"), ".1f"), _fmt(heads, ".1f"),
+               _fmt(None if heads is None else heads / r["batch"], ".1f"),
+               str((r.get("latency_ms") or {}).get("runs", "–")),
+               "ok" if r.get("status") == "ok" else f"failed: {r.get('error')}".replace("|", "/")]
+        if several:
+            row.insert(0, devices[_device_key(r)])
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def markdown(records: list[dict[str, Any]]) -> str:
     devices = _devices(records)
     lines = ["# litetext benchmark", ""]
@@ -142,6 +174,13 @@ def markdown(records: list[dict[str, Any]]) -> str:
                      f"python {d.get('python')}, {versions}")
     lines += [""]
     lines += ["## Results", "", results_table(records)]
+    pipeline = pipeline_table(records)
+    if pipeline:
+        lines += ["", "## Whole pipeline: one image + N prompts", "",
+                  "Vision encoder once (batch 1), text encoder once on the N prompts as one batch, heads on the N "
+                  "prompts as one batch (Core ML: one at a time), as `litetext predict` runs them. Latency per run; "
+                  "the split is the median of each graph over the same timed runs. Weights = the three graphs' "
+                  "files; RSS = resident memory added by loading all three in a fresh process.", "", pipeline]
     heads = [r for r in records if (r.get("parity") or {}).get("instances")]
     if heads:
         lines += ["", "## Heads: instance agreement with the reference", "",

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from litetext.benchmarks.pipeline import GRAPH as PIPELINE
+from litetext.benchmarks.pipeline import STAGES, bench_pipeline, check_prompt_counts
 from litetext.benchmarks.stats import TimingOptions, measure_latency
 from litetext.benchmarks.targets import Target, TorchTarget
 from litetext.errors import LitetextError
@@ -273,8 +275,12 @@ def _line(record: dict[str, Any]) -> str:
 def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: list[int] = (1, 8),
               prompts: list[str] | None = None, images: list | None = None, reference: Target | None = None,
               timing: TimingOptions = TimingOptions(), memory: bool = True, threshold: float = 0.5,
-              progress: Callable[[str], None] = lambda message: None, command: str | None = None) -> list[dict[str, Any]]:
-    """Benchmark each target's graphs (default: all it has) at each batch size; returns the records."""
+              progress: Callable[[str], None] = lambda message: None, command: str | None = None,
+              pipeline_prompts: list[int] = (1, 8)) -> list[dict[str, Any]]:
+    """Benchmark each target's graphs (default: all it has) at each batch size; returns the records. A target
+    with all three graphs also gets whole-pipeline rows (litetext.benchmarks.pipeline), one per count of
+    `pipeline_prompts` (prompts per image); `graphs` may name "pipeline" to ask for them (alone, or beside
+    graphs)."""
     from litetext.calibration.feeds import RealInputs
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
 
@@ -293,11 +299,19 @@ def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: l
             if isinstance(target, TorchTarget):
                 target.text_only()
         references.text_only = True
+    per_graph = None if graphs is None else [g for g in graphs if g != PIPELINE]
+    prompt_counts = check_prompt_counts(pipeline_prompts)
     records: list[dict[str, Any]] = []
     try:
         for target in targets:
-            records.extend(bench_target(target, graphs, batches, feeds, references, timing, memory, threshold,
-                                        run_info, progress))
+            if per_graph is None or per_graph:
+                records.extend(bench_target(target, per_graph, batches, feeds, references, timing, memory, threshold,
+                                            run_info, progress))
+            # automatic for a target with all three graphs; asked for with graphs=[..., "pipeline"]
+            if (PIPELINE in graphs) if graphs is not None else set(STAGES) <= set(target.graphs):
+                base = _base_record(target, PIPELINE, feeds, run_info)
+                base.pop("_early_error", None)
+                records.extend(bench_pipeline(target, prompt_counts, feeds, timing, memory, base, progress, _reason))
     finally:
         references.close()
     return records

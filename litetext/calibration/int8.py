@@ -1,7 +1,7 @@
 """INT8 with activations calibrated on real prompts: ONNX Runtime's calibrators and QDQ quantizer.
 
-- Weights per-channel symmetric INT8 (MatMul, Gemm, Conv). The token-embedding table (Gather) is 8-bit too:
-  it is 60% of S0's parameters, so leaving it in fp32 would keep the file above a third of fp32. ONNX Runtime
+- Weights per-channel symmetric INT8 (MatMul, Gemm, Conv, ConvTranspose). The token-embedding table (Gather) is
+  8-bit too: it is 60% of S0's parameters, so leaving it in fp32 would keep the file above a third of fp32. ONNX Runtime
   quantizes a Gather's table as it quantizes activations (uint8, one scale shared with the Gather output);
   per-row scales would be finer and are not done yet.
 - Activations uint8 with ranges from one of three calibration methods, really different from each other:
@@ -30,7 +30,10 @@ METHODS = {
     "percentile": ("Percentile", {"num_bins": 2048, "percentile": 99.99}),
 }
 DEFAULT_METHOD = "minmax"  # best worst 1% and max error on held-out prompts: benchmarks/results/int8_text_encoder.json
-QUANTIZED_OPS = ["MatMul", "Gemm", "Conv", "Gather"]
+# ConvTranspose too: the vision neck's upsampling layers (16 MiB of fp32 weights in every SAM3-style neck) kept
+# the smallest EfficientSAM3 INT8 bundle above 100 MiB; quantized (per output channel, ONNX Runtime's axis 1)
+# they pass the same gates (benchmarks/results/efficientsam3_export.json, "int8+convtranspose" rows).
+QUANTIZED_OPS = ["MatMul", "Gemm", "Conv", "ConvTranspose", "Gather"]
 
 
 @dataclass
@@ -133,7 +136,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     report = {
         "method": calibration.method,
         "calibrator_options": options,
-        "weights": "int8 symmetric per channel (MatMul/Gemm/Conv); token table uint8 per tensor (Gather)",
+        "weights": "int8 symmetric per channel (MatMul/Gemm/Conv/ConvTranspose); token table uint8 per tensor (Gather)",
         "activations": "uint8 per tensor, calibrated",
         "calibration_prompts": calibration.prompts,
         "calibration_parity": figures,
