@@ -154,10 +154,14 @@ def _python(manifest: dict[str, Any]) -> list[str]:
             "```python", *code, "```", ""]
 
 
-def _swift(manifest: dict[str, Any]) -> list[str]:
+def _example_graph(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The graph a code example calls: the text encoder when the bundle has one, else its first graph."""
     graphs = manifest["graphs"]
-    name = "text_encoder" if "text_encoder" in graphs else next(iter(graphs))
-    g = graphs[name]
+    return graphs["text_encoder"] if "text_encoder" in graphs else next(iter(graphs.values()))
+
+
+def _swift(manifest: dict[str, Any]) -> list[str]:
+    g = _example_graph(manifest)
     ctx = manifest["context_length"]
     code = ["import CoreML", "", "let configuration = MLModelConfiguration()",
             "configuration.computeUnits = .all  // the package records its compute units in its metadata",
@@ -180,9 +184,7 @@ def _swift(manifest: dict[str, Any]) -> list[str]:
 
 
 def _cpp(manifest: dict[str, Any]) -> list[str]:
-    graphs = manifest["graphs"]
-    name = "text_encoder" if "text_encoder" in graphs else next(iter(graphs))
-    g = graphs[name]
+    g = _example_graph(manifest)
     stem = g["file"].rsplit(".", 1)[0]
     code = ["#include <NvInfer.h>", "// plan: the bytes of the engine file; logger: your nvinfer1::ILogger",
             "auto runtime = std::unique_ptr<nvinfer1::IRuntime>(nvinfer1::createInferRuntime(logger));",
