@@ -87,14 +87,10 @@ def _text_path_mib(record: dict[str, Any]) -> str:
 
 def results_table(records: list[dict[str, Any]]) -> str:
     """The markdown table of all records (a device column when they come from several devices)."""
-    devices = _devices(records)
-    several = len(devices) > 1
     header = ["model", "graph", "ctx", "runtime", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms",
               "runs", "weights MiB", "text path MiB", "RSS load MiB", "peak load MiB", "cos mean", "cos worst 1%",
               "max abs err", "status"]
-    if several:
-        header.insert(0, "device")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in records:
         lat = r.get("latency_ms") or {}
         mem = r.get("memory_mb") or {}
@@ -111,10 +107,8 @@ def results_table(records: list[dict[str, Any]]) -> str:
                f"{_fmt(lat.get('mean'))} ± {_fmt(lat.get('std'))}" if lat else "–", str(lat.get("runs", "–")),
                _fmt(mem.get("weights"), ".1f"), _text_path_mib(r), _fmt(mem.get("rss_after_load"), ".1f"),
                _fmt(mem.get("peak_rss_load"), ".1f"), *parity_cells, status.replace("|", "/")]
-        if several:
-            row.insert(0, devices[_device_key(r)])
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
+        rows.append((r, row))
+    return _markdown_table(header, rows, _devices(records))
 
 
 def pipeline_table(records: list[dict[str, Any]]) -> str:
@@ -125,13 +119,9 @@ def pipeline_table(records: list[dict[str, Any]]) -> str:
     rows = [r for r in records if r.get("graph") == GRAPH]
     if not rows:
         return ""
-    devices = _devices(records)
-    several = len(devices) > 1
     header = ["model", "runtime", "precision", "prompts", "weights MiB", "RSS load MiB", "total p50 ms",
               "vision p50 ms", "text p50 ms", "heads p50 ms", "heads per prompt ms", "runs", "status"]
-    if several:
-        header.insert(0, "device")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cells = []
     for r in rows:
         mem = r.get("memory_mb") or {}
         split = r.get("split_ms") or {}
@@ -143,9 +133,18 @@ def pipeline_table(records: list[dict[str, Any]]) -> str:
                _fmt(None if heads is None else heads / r["batch"], ".1f"),
                str((r.get("latency_ms") or {}).get("runs", "–")),
                "ok" if r.get("status") == "ok" else f"failed: {r.get('error')}".replace("|", "/")]
-        if several:
-            row.insert(0, devices[_device_key(r)])
-        lines.append("| " + " | ".join(row) + " |")
+        cells.append((r, row))
+    return _markdown_table(header, cells, _devices(records))
+
+
+def _markdown_table(header: list[str], rows: list[tuple[dict[str, Any], list[str]]], devices: dict) -> str:
+    """A markdown table of (record, cells) rows, with a device column first when the records come from several
+    devices (`devices`: _devices of all records)."""
+    several = len(devices) > 1
+    lines = ["| " + " | ".join((["device"] if several else []) + header) + " |",
+             "|" + "---|" * (len(header) + several)]
+    for r, row in rows:
+        lines.append("| " + " | ".join(([devices[_device_key(r)]] if several else []) + row) + " |")
     return "\n".join(lines)
 
 
