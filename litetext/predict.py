@@ -18,6 +18,20 @@ from litetext.models.heads_semantics import heads_attention_mask, semantics_of_m
 from litetext.postprocess import Instance, postprocess
 
 NEEDED_GRAPHS = ("text_encoder", "vision_encoder", "heads")
+# Prompts per heads call unless asked otherwise. At 1008 px every prompt in a call adds about 1.2 GiB to the
+# heads' working memory in ONNX Runtime (EfficientSAM3 EV-M heads, fp32: 1.6 GiB peak at 1 prompt, 2.8 GiB at 2),
+# and batching bought no speed on a CPU (2.9 s against 5.5 s), so eight prompts in one call ran a 24 GiB machine
+# out of memory in INT8 while eight calls of one need no more than one.
+HEADS_BATCH = 1
+
+
+def heads_batch_for(target: str, requested: int | None = None) -> int:
+    """Prompts per heads call for a bundle of `target`: `requested` (default HEADS_BATCH), but always one for
+    Core ML, whose heads take a fixed batch."""
+    batch = HEADS_BATCH if requested is None else int(requested)
+    if batch < 1:
+        raise LitetextError(f"the heads' batch must be a positive number of prompts, not {requested}")
+    return 1 if target == "coreml" else batch
 
 
 @dataclass
@@ -32,7 +46,7 @@ class ImageFeatures:
 class Predictor:
     """Runs a bundle's three graphs: tokenizer -> text encoder, image -> vision encoder, both -> heads."""
 
-    def __init__(self, bundle: Bundle | str | Path):
+    def __init__(self, bundle: Bundle | str | Path, heads_batch: int | None = None):
         from litetext.vocabulary.stored import KIND, FixedVocabulary, text_path_of
 
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
@@ -49,6 +63,7 @@ class Predictor:
         self.runners = {g: self.bundle.runner(g) for g in needed}
         self.tokenizer = self.bundle.tokenizer()
         self.image_size = int(self.bundle.manifest["preprocess"]["image_size"])
+        self.heads_batch = heads_batch_for(self.bundle.manifest["target"], heads_batch)
         self._text_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # prompt -> (features [L, W], mask [L])
 
     def __call__(self, rgb: np.ndarray, prompt: str, threshold: float = 0.5) -> list[Instance]:
@@ -83,12 +98,12 @@ class Predictor:
 
     def predict_prompts(self, image: np.ndarray | ImageFeatures, prompts: list[str],
                         threshold: float = 0.5) -> dict[str, list[Instance]]:
-        """Instances of each prompt in one image (an RGB array, or its encode_image features): the heads run on
-        the prompts as one batch (one at a time for Core ML, whose heads take a fixed batch)."""
+        """Instances of each prompt in one image (an RGB array, or its encode_image features): the image's
+        features go to the heads with `heads_batch` prompts per call."""
         features = image if isinstance(image, ImageFeatures) else self.encode_image(image)
         prompts = list(dict.fromkeys(prompts))
         text, mask = self.encode_prompts(prompts)
-        step = 1 if self.bundle.manifest["target"] == "coreml" else max(len(prompts), 1)
+        step = self.heads_batch
         found: dict[str, list[Instance]] = {}
         for start in range(0, len(prompts), step):
             rows = slice(start, start + step)

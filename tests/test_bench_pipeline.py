@@ -60,18 +60,23 @@ def counted_target(path):
     return target, calls
 
 
-def check_rows(records, runtime, bundle, calls):
+def check_rows(records, runtime, bundle, calls, heads_batch):
     assert [(r["graph"], r["batch"], r["status"]) for r in records] == [("pipeline", 1, "ok"), ("pipeline", 3, "ok")]
-    runs_so_far = 0
+    runs_so_far = heads_runs_so_far = 0
     for r in records:
-        assert r["runtime"] == runtime and r["calls_per_run"] == {stage: 1 for stage in STAGES}
+        heads_calls = -(-r["batch"] // heads_batch)
+        assert r["runtime"] == runtime and r["calls_per_run"] == {"vision_encoder": 1, "text_encoder": 1,
+                                                                   "heads": heads_calls}
         lat, split = r["latency_ms"], r["split_ms"]
         runs = 1 + (FAST.warmup - 1) + lat["runs"]  # the first run, the rest of the warm-up, the timed runs
         assert split["vision_encoder"]["runs"] == lat["runs"]
-        # vision once per image: one call of batch 1 per run; text once on the prompts; heads on all of them
+        # vision once per image: one call of batch 1 per run; text once on the prompts; heads on all of them,
+        # heads_batch prompts per call
         assert calls["vision_encoder"][runs_so_far:] [:runs] == [1] * runs
         assert calls["text_encoder"][runs_so_far:][:runs] == [r["batch"]] * runs
-        assert calls["heads"][runs_so_far:][:runs] == [r["batch"]] * runs
+        per_run = [min(heads_batch, r["batch"] - i * heads_batch) for i in range(heads_calls)]
+        assert calls["heads"][heads_runs_so_far:][:runs * heads_calls] == per_run * runs
+        heads_runs_so_far += runs * heads_calls
         runs_so_far += runs
         # the split adds up to the total: means are additive over the same runs; the rest is the loop itself
         parts = sum(split[stage]["mean"] for stage in STAGES)
@@ -85,7 +90,7 @@ def check_rows(records, runtime, bundle, calls):
 def test_onnx_pipeline_rows_split_counts_and_memory(onnx_bundle):
     target, calls = counted_target(onnx_bundle)
     records = run_bench([target], graphs=["pipeline"], prompts=PROMPTS, timing=FAST, pipeline_prompts=[1, 3])
-    check_rows(records, "onnxruntime", onnx_bundle, calls)
+    check_rows(records, "onnxruntime", onnx_bundle, calls, heads_batch=1)  # predict's default
     memory = records[0]["memory_mb"]
     # all three graphs held in a fresh process cost more than the largest alone, and about the files' size
     assert memory["rss_after_load"] > max(memory["weights_per_graph"].values())
@@ -95,8 +100,8 @@ def test_onnx_pipeline_rows_split_counts_and_memory(onnx_bundle):
 def test_litert_pipeline_rows(litert_bundle):
     target, calls = counted_target(litert_bundle)
     records = run_bench([target], graphs=["pipeline"], prompts=PROMPTS, timing=FAST, memory=False,
-                        pipeline_prompts=[1, 3])
-    check_rows(records, "litert", litert_bundle, calls)
+                        pipeline_prompts=[1, 3], heads_batch=2)
+    check_rows(records, "litert", litert_bundle, calls, heads_batch=2)
 
 
 def test_pipeline_rows_are_automatic_for_three_graphs_and_merge(onnx_bundle, tmp_path):
@@ -106,7 +111,7 @@ def test_pipeline_rows_are_automatic_for_three_graphs_and_merge(onnx_bundle, tmp
                         pipeline_prompts=[2])
     assert [(r["graph"], r["batch"]) for r in records] == [
         ("text_encoder", 1), ("vision_encoder", 1), ("heads", 1), ("pipeline", 2)]
-    assert records[-1]["schedule"]["heads"] == "the 2 prompt(s) as one batch"
+    assert records[-1]["schedule"]["heads"] == "2 call(s) of up to 1 prompt(s)"
     per_graph_only = run_bench([BundleTarget(onnx_bundle)], graphs=["text_encoder"], batches=[1], prompts=PROMPTS,
                                timing=FAST, memory=False)
     assert [r["graph"] for r in per_graph_only] == ["text_encoder"]
@@ -128,8 +133,12 @@ def test_pipeline_on_a_bundle_without_all_graphs_fails_in_the_record(tmp_path, t
     assert row["status"] == "failed" and "has no vision_encoder and heads graph" in row["error"]
 
 
-def test_core_ml_heads_run_one_prompt_at_a_time():
-    assert schedule("coreml", 8)["heads_batch"] == 1 and schedule("onnxruntime", 8)["heads_batch"] == 8
+def test_heads_batch_follows_predict():
+    assert schedule("onnxruntime", 8)["heads_batch"] == 1  # predict's default: one prompt per heads call
+    assert schedule("onnxruntime", 8, 3) == {**schedule("onnxruntime", 8, 3), "heads_batch": 3,
+                                             "heads": "3 call(s) of up to 3 prompt(s)"}
+    assert schedule("onnxruntime", 2, 8)["heads_batch"] == 2
+    assert schedule("coreml", 8, 8)["heads_batch"] == 1  # Core ML heads take a fixed batch
 
 
 def test_cli_prints_the_pipeline_table(onnx_bundle, tmp_path):

@@ -12,6 +12,7 @@ from litetext.cli import main
 from litetext.export import export_bundle
 from litetext.fixture.model import IMAGE_SIZE
 from litetext.fixture.scenes import render_scene, save_scene_png
+from litetext.errors import LitetextError
 from litetext.predict import Predictor
 
 
@@ -48,10 +49,10 @@ def _same(a, b):
 
 def test_each_image_and_prompt_is_encoded_once(fixture_bundle):
     bundle, scenes, _ = fixture_bundle
-    predictor = Predictor(bundle)
+    prompts = sorted({p for s in scenes for p in s.prompts})
+    predictor = Predictor(bundle, heads_batch=len(prompts))  # all prompts in one heads call
     counters = {g: Counting(r) for g, r in predictor.runners.items()}
     predictor.runners.update(counters)
-    prompts = sorted({p for s in scenes for p in s.prompts})
     # threshold 0: every query is an instance, so the comparison below sees 16 masks per prompt whatever the
     # fixture's scores are
     results = [predictor.predict_prompts(s.image, prompts, threshold=0.0) for s in scenes]
@@ -71,6 +72,21 @@ def test_each_image_and_prompt_is_encoded_once(fixture_bundle):
     for scene, found in zip(scenes, results):
         for prompt in prompts:
             _same(found[prompt], single(scene.image, prompt, threshold=0.0))
+
+    # By default the heads take one prompt per call (bounded memory at 1008 px) and find the same instances.
+    default = Predictor(bundle)
+    counted = default.runners["heads"] = Counting(default.runners["heads"])
+    per_prompt = default.predict_prompts(scenes[0].image, prompts, threshold=0.0)
+    assert counted.calls == counted.rows == len(prompts)
+    for prompt in prompts:
+        _same(per_prompt[prompt], results[0][prompt])
+    # Three per call: the last call takes what is left.
+    three = Predictor(bundle, heads_batch=3)
+    counted = three.runners["heads"] = Counting(three.runners["heads"])
+    three.predict_prompts(scenes[0].image, prompts, threshold=0.0)
+    assert counted.calls == -(-len(prompts) // 3) and counted.rows == len(prompts)
+    with pytest.raises(LitetextError, match="positive number of prompts"):
+        Predictor(bundle, heads_batch=0)
 
 
 def test_predict_command_many_images_and_prompts(fixture_bundle, tmp_path):

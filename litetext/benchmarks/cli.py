@@ -43,6 +43,8 @@ def _command_line(ctx: click.Context) -> str:
               "graphs, all three for torch targets, and pipeline when a target has all three).")
 @click.option("--pipeline-prompts", default="1,8", show_default=True,
               help="Whole-pipeline rows: prompts per image, comma-separated (one image each time).")
+@click.option("--heads-batch", type=int, help="Whole-pipeline rows: prompts per heads call (default: as litetext "
+              "predict, one; always one for Core ML).")
 @click.option("--prompts", multiple=True, type=click.Path(), help="Prompt files or folders (default: the 80 COCO names).")
 @click.option("--images", multiple=True, type=click.Path(), help="Images or folders (default: two built-in photos).")
 @click.option("--batch", "batch", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
@@ -66,7 +68,7 @@ def _command_line(ctx: click.Context) -> str:
               help="The arguments are result JSON files (from several devices) to join, deduplicated, into --json.")
 @click.pass_context
 @friendly_errors
-def bench(ctx, targets, graphs, pipeline_prompts, prompts, images, batch, seed, reference, context_length, text_padding, threads,
+def bench(ctx, targets, graphs, pipeline_prompts, heads_batch, prompts, images, batch, seed, reference, context_length, text_padding, threads,
           threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify, json_path, report_dir, merge):
     """Benchmark TARGETs: exported bundle folders, torch:PRESET (random weights, --seed), torch:CHECKPOINT or
     torch:PRESET:UPSTREAM.pt. Measures latency (p50/p90/p99), weights and load memory (fresh process) and
@@ -89,7 +91,7 @@ def bench(ctx, targets, graphs, pipeline_prompts, prompts, images, batch, seed, 
     else:
         records = _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding,
                        threads, threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify,
-                       parse_batches(pipeline_prompts, "--pipeline-prompts"))
+                       pipeline_prompts=parse_batches(pipeline_prompts, "--pipeline-prompts"), heads_batch=heads_batch)
     if json_path:
         write_results(records, json_path, command=_command_line(ctx),
                       sources=[str(t) for t in targets] if merge else None)
@@ -110,7 +112,8 @@ def bench(ctx, targets, graphs, pipeline_prompts, prompts, images, batch, seed, 
 
 
 def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_length, text_padding, threads,
-         threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify=False, pipeline_prompts=(1, 8)):
+         threshold, warmup, min_runs, min_seconds, max_seconds, no_memory, verify=False, pipeline_prompts=(1, 8),
+         heads_batch=None):
     from litetext.benchmarks.pipeline import GRAPH as PIPELINE
     from litetext.benchmarks.run import run_bench
     from litetext.benchmarks.stats import TimingOptions
@@ -140,4 +143,4 @@ def _run(ctx, targets, graphs, prompts, images, batch, seed, reference, context_
                            max_seconds=max(max_seconds, min_seconds))
     return run_bench(opened, graph_list, batches, prompt_list, image_list, ref, timing, memory=not no_memory,
                      threshold=threshold, progress=progress, command=_command_line(ctx),
-                     pipeline_prompts=pipeline_prompts)
+                     pipeline_prompts=pipeline_prompts, heads_batch=heads_batch)

@@ -1,8 +1,8 @@
 """Whole-pipeline rows: one image and P prompts through a target's three graphs, as `litetext predict` runs them.
 
 One run = the vision encoder once (batch 1, one image), the text encoder once on the P prompts as one batch,
-and the heads on the image's features repeated P times with the P prompts' features as one batch (one prompt
-at a time for Core ML, whose heads take a fixed batch; a LiteRT runner cuts a batch into the graph's own).
+and the heads on the image's features with the P prompts' features, as many prompts per call as predict puts
+there (litetext.predict.heads_batch_for: one by default; a LiteRT runner cuts a batch into the graph's own).
 Each run is timed whole and per graph; the record keeps the total's statistics and each graph's, with medians
 over the same timed runs, so the split shows where the time goes. Static memory is the sum of the three
 graphs' files (plus the tokenizer); resident memory is what loading all three costs in a fresh process.
@@ -27,16 +27,18 @@ STAGES = ("vision_encoder", "text_encoder", "heads")
 MIB = 2**20
 
 
-def schedule(runtime: str, prompts: int) -> dict[str, Any]:
+def schedule(runtime: str, prompts: int, heads_batch: int | None = None) -> dict[str, Any]:
     """What one run does, as the record states it."""
-    heads_batch = 1 if runtime == "coreml" else prompts
+    from litetext.predict import heads_batch_for
+
+    per_call = min(heads_batch_for(runtime, heads_batch), prompts)
+    calls = -(-prompts // per_call)
     return {
         "images": 1, "prompts": prompts,
         "vision_encoder": "once per image, batch 1",
         "text_encoder": f"once, the {prompts} prompt(s) as one batch",
-        "heads": (f"the {prompts} prompt(s) as one batch" if heads_batch == prompts else
-                  f"one prompt at a time ({prompts} calls; Core ML heads take a fixed batch)"),
-        "heads_batch": heads_batch,
+        "heads": f"{calls} call(s) of up to {per_call} prompt(s)",
+        "heads_batch": per_call,
         "as": "litetext predict (Predictor.predict_prompts)",
     }
 
@@ -44,7 +46,7 @@ def schedule(runtime: str, prompts: int) -> dict[str, Any]:
 class PipelineRun:
     """One image plus `prompts` prompts through open runners; records each stage's seconds per call of run()."""
 
-    def __init__(self, runners: dict[str, Any], feeds, target, prompts: int):
+    def __init__(self, runners: dict[str, Any], feeds, target, prompts: int, heads_batch: int | None = None):
         from litetext.models.heads_semantics import heads_attention_mask
 
         self.runners = runners
@@ -52,7 +54,7 @@ class PipelineRun:
         self.text = feeds.text(target.context_length, target.padding, prompts, target.text_tokenizer()).feeds
         semantics = target.heads_semantics
         self.heads_masks = [heads_attention_mask(f["input_ids"], f["attention_mask"], semantics) for f in self.text]
-        self.heads_batch = schedule(target.runtime, prompts)["heads_batch"]
+        self.heads_batch = schedule(target.runtime, prompts, heads_batch)["heads_batch"]
         self.prompts = prompts
         self.seconds: list[dict[str, float]] = []
         self.calls = {stage: 0 for stage in STAGES}
@@ -118,15 +120,15 @@ def pipeline_memory(target, probe: bool, reason: Callable[[BaseException], str])
 
 def bench_pipeline(target, prompt_counts: list[int], feeds, timing: TimingOptions, memory: bool,
                    base: dict[str, Any], progress: Callable[[str], None],
-                   reason: Callable[[BaseException], str] = str) -> list[dict[str, Any]]:
-    """Pipeline records of `target` (which has all three graphs), one per prompt count; `base` holds the
-    record fields every row of the target shares (model, device, threads, data, run); `reason` words an error
-    for a failed record."""
+                   reason: Callable[[BaseException], str] = str, heads_batch: int | None = None) -> list[dict[str, Any]]:
+    """Pipeline records of `target` (which has all three graphs), one per prompt count, `heads_batch` prompts
+    per heads call (default: predict's); `base` holds the record fields every row of the target shares (model,
+    device, threads, data, run); `reason` words an error for a failed record."""
     base = {**base, "graph": GRAPH, "parity": None}
 
     def failed(prompts: int, reason: str, memory_mb=None) -> dict[str, Any]:
         progress(f"{target.label} pipeline {prompts} prompt(s): FAILED: {reason}")
-        return {**base, "batch": prompts, "schedule": schedule(target.runtime, prompts), "load_s": None,
+        return {**base, "batch": prompts, "schedule": schedule(target.runtime, prompts, heads_batch), "load_s": None,
                 "latency_ms": None, "split_ms": None, "memory_mb": memory_mb, "status": "failed", "error": reason}
 
     missing = [g for g in STAGES if g not in target.graphs]
@@ -150,7 +152,7 @@ def bench_pipeline(target, prompt_counts: list[int], feeds, timing: TimingOption
     try:
         for prompts in prompt_counts:
             try:
-                run = PipelineRun(runners, feeds, target, prompts)
+                run = PipelineRun(runners, feeds, target, prompts, heads_batch)
                 progress(f"{target.label} pipeline, 1 image + {prompts} prompt(s): timing")
                 latency = measure_latency(run, timing)
             except Exception as e:
@@ -159,7 +161,7 @@ def bench_pipeline(target, prompt_counts: list[int], feeds, timing: TimingOption
             timed = run.seconds[latency["warmup"]:]  # the runs measure_latency timed (after its warm-up)
             split = {stage: latency_stats([s.get(stage, 0.0) for s in timed]) for stage in STAGES}
             per_run = {stage: run.calls[stage] // len(run.seconds) for stage in STAGES}
-            records.append({**base, "batch": prompts, "schedule": schedule(target.runtime, prompts),
+            records.append({**base, "batch": prompts, "schedule": schedule(target.runtime, prompts, heads_batch),
                             "calls_per_run": per_run, "load_s": load, "latency_ms": latency, "split_ms": split,
                             "memory_mb": mem, "status": "ok", "error": None})
             progress(line(records[-1]))

@@ -276,19 +276,21 @@ def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: l
               prompts: list[str] | None = None, images: list | None = None, reference: Target | None = None,
               timing: TimingOptions = TimingOptions(), memory: bool = True, threshold: float = 0.5,
               progress: Callable[[str], None] = lambda message: None, command: str | None = None,
-              pipeline_prompts: list[int] = (1, 8)) -> list[dict[str, Any]]:
+              pipeline_prompts: list[int] = (1, 8), heads_batch: int | None = None) -> list[dict[str, Any]]:
     """Benchmark each target's graphs (default: all it has) at each batch size; returns the records. A target
     with all three graphs also gets whole-pipeline rows (litetext.benchmarks.pipeline), one per count of
-    `pipeline_prompts` (prompts per image); `graphs` may name "pipeline" to ask for them (alone, or beside
-    graphs)."""
+    `pipeline_prompts` (prompts per image, `heads_batch` of them per heads call: litetext.predict.heads_batch_for);
+    `graphs` may name "pipeline" to ask for them (alone, or beside graphs)."""
     from litetext.calibration.feeds import RealInputs
     from litetext.calibration.data import builtin_images, builtin_prompts, read_images
+    from litetext.predict import heads_batch_for
 
     if not targets:
         raise LitetextError("nothing to benchmark: give at least one TARGET")
     batches = list(batches)
     if not batches or any(int(b) < 1 for b in batches):
         raise LitetextError(f"batch sizes must be positive integers, not {batches}")
+    heads_batch_for("onnxruntime", heads_batch)  # a clear error for a batch below one, before any work
     feeds = RealInputs(prompts or builtin_prompts(), read_images(images) if images else builtin_images())
     run_info = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "timing": timing.to_json()}
     if command:
@@ -311,7 +313,8 @@ def run_bench(targets: list[Target], graphs: list[str] | None = None, batches: l
             if (PIPELINE in graphs) if graphs is not None else set(STAGES) <= set(target.graphs):
                 base = _base_record(target, PIPELINE, feeds, run_info)
                 base.pop("_early_error", None)
-                records.extend(bench_pipeline(target, prompt_counts, feeds, timing, memory, base, progress, _reason))
+                records.extend(bench_pipeline(target, prompt_counts, feeds, timing, memory, base, progress, _reason,
+                                              heads_batch))
     finally:
         references.close()
     return records

@@ -280,10 +280,12 @@ def check_parity(plan: ExportPlan, name: str, graph, path: Path, calibration, fe
         runner = open_runner(plan.target, path, spec, plan.precision)
     if pruned:  # the reference is the unpruned graph, on CLIP's ids
         parity = pruned.measure(reference(plan, name), runner)
+        runner.close()
     else:
-        ref = reference(plan, name)
-        parity = graph_parity(name, [ref.infer(f) for f in feeds.feeds], [runner.infer(f) for f in feeds.feeds], feeds)
-    runner.close()
+        wants = [reference(plan, name).infer(f) for f in feeds.feeds]
+        gots = [runner.infer(f) for f in feeds.feeds]
+        runner.close()  # before comparing: the heads' runner holds gigabytes at 1008 px
+        parity = graph_parity(name, wants, gots, feeds)
     tolerance = plan.tolerances[name]
     failed = [o for o, fig in parity["outputs"].items() if not passes(fig, tolerance)]
     if "instances" in parity and not instances_agree(parity["instances"]):
