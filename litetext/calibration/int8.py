@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from litetext.calibration.search import keep_most_sensitive
 from litetext.errors import LitetextError
 from litetext.onnx_graph import topologically_sorted
 
@@ -113,21 +114,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     groups = sorted({layer_group(n.name) for n in model.graph.node if n.op_type in QUANTIZED_OPS})
 
     measure = _CalibrationParity(fp32_path, calibration.feeds, calibration.instance_image_sizes)
-    all_int8 = quantized = _quantize(fp32_path, ranges, exclude=[])
-    figures = measure(quantized)
-    kept: list[str] = []
-    sensitivity: dict[str, float] = {}
-    if not _meets(figures, calibration):
-        # Each layer's contribution: the error when it alone is quantized, measured on calibration feeds.
-        for group in groups:
-            alone = _quantize(fp32_path, ranges, exclude=_nodes_not_in(model, group))
-            sensitivity[group] = 1.0 - measure(alone)["cosine_mean"]
-        for group in sorted(sensitivity, key=sensitivity.get, reverse=True):
-            kept.append(group)
-            quantized = _quantize(fp32_path, ranges, exclude=_nodes_in(model, kept))
-            figures = measure(quantized)
-            if _meets(figures, calibration) or len(kept) == len(groups):
-                break
+    all_int8 = _quantize(fp32_path, ranges, exclude=[])
+
+    def keeping(kept: list[str]):
+        return _quantize(fp32_path, ranges, exclude=_nodes_in(model, kept)) if kept else all_int8
+
+    def error_alone(group: str) -> float:  # that group alone INT8, on the calibration feeds
+        return 1.0 - measure(_quantize(fp32_path, ranges, exclude=_nodes_not_in(model, group)))["cosine_mean"]
+
+    found = keep_most_sensitive(groups, lambda kept: measure(keeping(kept)), error_alone,
+                                lambda figures: _meets(figures, calibration))
+    kept, figures, sensitivity = found.kept, found.figures, found.sensitivity
+    quantized = keeping(kept)  # quantized again rather than holding every candidate graph in memory
     onnx.save(quantized, str(out_path))
     cost = {"bytes": 0, "ms_per_batch": 0.0}
     if kept:  # what keeping those layers in fp32 costs, against the all-INT8 graph, on the calibration feeds

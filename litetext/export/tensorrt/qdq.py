@@ -22,6 +22,7 @@ def quantize_for_tensorrt(fp32_path: Path, spec: GraphSpec, calibration):
     import onnx
 
     from litetext.calibration.int8 import METHODS, calibrate_ranges, layer_group
+    from litetext.calibration.search import keep_most_sensitive
 
     # Every float tensor: the calibration cache for implicit INT8 (TensorRT <= 10) needs them all.
     ranges = calibrate_ranges(fp32_path, calibration.feeds, calibration.method)
@@ -33,20 +34,15 @@ def quantize_for_tensorrt(fp32_path: Path, spec: GraphSpec, calibration):
         excluded = [n.name for n in quantizable if layer_group(n.name) in exclude_groups]
         return qdq_model(fp32_path, ranges, excluded)
 
-    model = build([])
-    figures = _calibration_parity(fp32_path, model, spec, calibration.feeds)
-    kept: list[str] = []
-    sensitivity: dict[str, float] = {}
-    if not _meets(figures, calibration):
-        for group in groups:  # each layer's error when it alone is quantized
-            alone = build([g for g in groups if g != group])
-            sensitivity[group] = 1.0 - _calibration_parity(fp32_path, alone, spec, calibration.feeds)["cosine_mean"]
-        for group in sorted(sensitivity, key=sensitivity.get, reverse=True):
-            kept.append(group)
-            model = build(kept)
-            figures = _calibration_parity(fp32_path, model, spec, calibration.feeds)
-            if _meets(figures, calibration) or len(kept) == len(groups):
-                break
+    def figures_keeping(kept: list[str]) -> dict:
+        return _calibration_parity(fp32_path, build(kept), spec, calibration.feeds)
+
+    def error_alone(group: str) -> float:  # that group alone INT8
+        return 1.0 - figures_keeping([g for g in groups if g != group])["cosine_mean"]
+
+    found = keep_most_sensitive(groups, figures_keeping, error_alone, lambda figures: _meets(figures, calibration))
+    kept, figures, sensitivity = found.kept, found.figures, found.sensitivity
+    model = build(kept)  # built again rather than holding every candidate graph in memory
     counts = qdq_counts(model)
     report = {
         "method": calibration.method,
