@@ -49,6 +49,7 @@ def image_calibration_feeds(name, loaded, ctx, padding, calibration: Int8Calibra
     mask = np.concatenate([f["attention_mask"] for f in calibration.feeds])
     inputs = RealInputs([], images, tokens=(ids, mask))
     calibration.report["calibration_images"] = [Path(p).name for p in images]
+    calibration.ranking_feeds = 2  # the mixed-precision search ranks layers on two images (heads: one, two prompts)
     if name == "vision_encoder":
         batches = inputs.vision(image_size, 1).feeds
     else:

@@ -37,8 +37,9 @@ def quantize_for_tensorrt(fp32_path: Path, spec: GraphSpec, calibration):
     def figures_keeping(kept: list[str]) -> dict:
         return _calibration_parity(fp32_path, build(kept), spec, calibration.feeds)
 
-    def error_alone(group: str) -> float:  # that group alone INT8
-        return 1.0 - figures_keeping([g for g in groups if g != group])["cosine_mean"]
+    def error_alone(group: str) -> float:  # that group alone INT8, on the ranking feeds
+        alone = build([g for g in groups if g != group])
+        return 1.0 - _calibration_parity(fp32_path, alone, spec, calibration.feeds[: calibration.ranking_feeds])["cosine_mean"]
 
     found = keep_most_sensitive(groups, figures_keeping, error_alone, lambda figures: _meets(figures, calibration))
     kept, figures, sensitivity = found.kept, found.figures, found.sensitivity
