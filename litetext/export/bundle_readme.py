@@ -72,7 +72,8 @@ def _inputs_section(manifest: dict[str, Any]) -> list[str]:
         ]
     if "heads" in graphs:
         lines += ["**Heads**: take the vision encoder's `fpn_0..2` for an image and the text encoder's "
-                  "`text_features` with the prompt's `attention_mask`, one prompt per image (batch them in pairs)."]
+                  "`text_features` with the prompt's `attention_mask`: one prompt per call, as `litetext predict` "
+                  "runs them (at 1008 px every prompt in a call adds about 1.2 GiB of working memory)."]
         semantics = manifest.get("heads_semantics") or {}
         if semantics.get("heads_inputs"):
             lines.append(f"Heads semantics `{semantics.get('name')}`: {semantics['heads_inputs']}.")
