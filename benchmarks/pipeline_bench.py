@@ -42,6 +42,9 @@ BUNDLES = [
     ("ev-m-litert-fp32", "efficientsam3-ev-m", "litert", "fp32", "stress", ()),
     ("rv-m-onnx-fp32", "efficientsam3-rv-m", "onnx", "fp32", "stress", ()),
     ("tv-m-onnx-fp32", "efficientsam3-tv-m", "onnx", "fp32", "stress", ()),
+    # The heads alone in LiteRT fp16 and int8 (issue 17's full-size heads): exported and checked, not benched.
+    ("ev-m-litert-heads-fp16", "efficientsam3-ev-m", "litert", "fp16", "stress", ("--graphs", "heads")),
+    ("ev-m-litert-heads-int8", "efficientsam3-ev-m", "litert", "int8", "stress", ("--graphs", "heads")),
 ]
 
 
@@ -130,7 +133,8 @@ def main() -> int:
               f"{r.get('three_graphs_mib')} MiB")
     if args.no_bench:
         return 0
-    bundles = [str(Path(args.work) / r["bundle"]) for r in result["rows"] if r["exported"]]
+    bundles = [str(Path(args.work) / r["bundle"]) for r in result["rows"]
+               if r["exported"] and {"text_encoder", "vision_encoder", "heads"} <= set(r["graphs"])]
     command = [sys.executable, "-m", "litetext.cli", "bench", *bundles, *TORCH_TARGETS, "--graphs", "pipeline",
                "--pipeline-prompts", "1,8", "--threads", "1", "--warmup", "1", "--min-runs", "2", "--min-seconds", "0",
                "--max-seconds", str(args.max_seconds), "--json", str(RESULTS / "pipeline_bench.json"),
