@@ -304,3 +304,18 @@ def test_int8_text_encoder_under_stress_weights_misses_the_gate(tiny_s0, tmp_pat
         export_bundle(tiny_s0, tmp_path / "b", target="litert", graphs=["text_encoder"], precision="int8",
                       context_length=CTX, parity_prompts=PROMPTS)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_failing_quantizer_interpreter_is_a_clear_error(plain_s0, tmp_path, monkeypatch):
+    """ai-edge-quantizer's interpreter raises a bare RuntimeError (the full-size heads at 1008 px): the export says
+    what failed and what to do instead, and writes nothing."""
+    from ai_edge_quantizer import quantizer
+
+    def fail(*args, **kwargs):
+        raise RuntimeError()
+
+    monkeypatch.setattr(quantizer.Quantizer, "calibrate", fail)
+    with pytest.raises(LitetextError, match="could not calibrate text_encoder for LiteRT int8.*export that graph"):
+        export_bundle(plain_s0, tmp_path / "b", target="litert", graphs=["text_encoder"], precision="int8",
+                      parity_prompts=["a cat"], calib_prompts=["a dog", "a red car"])
+    assert not (tmp_path / "b").exists()

@@ -151,8 +151,14 @@ def quantize(float_path: Path, path: Path, precision: str, calibration_feeds=Non
         # Static configs leave EMBEDDING_LOOKUP's table in fp32: 60% of S0 in the ids-in form.
         q.add_weight_only_config(regex=".*", operation_name=op.EMBEDDING_LOOKUP, num_bits=8)
         report["int8_ops"] = f"{int8_ops}: {', '.join(INT8_OPS[int8_ops])}"
-        with _quiet():
-            calibration = q.calibrate({SIGNATURE: calibration_feeds}, num_threads=1)
+        try:
+            with _quiet():
+                calibration = q.calibrate({SIGNATURE: calibration_feeds}, num_threads=1)
+        except RuntimeError as e:  # the interpreter's own errors carry no message (full-size heads at 1008 px)
+            raise LitetextError(
+                f"ai-edge-quantizer could not calibrate {float_path.name.split('.')[0]} for LiteRT int8: its "
+                f"interpreter failed ({str(e) or 'no message'}). The full-size heads at 1008 px fail this way here; "
+                "export that graph as LiteRT fp16 or fp32, or as ONNX int8") from None
         report["calibration_samples"] = len(calibration_feeds)
     with _quiet():
         result = q.quantize(calibration)
