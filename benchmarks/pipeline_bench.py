@@ -43,7 +43,8 @@ BUNDLES = [
     ("ev-m-litert-fp32", "efficientsam3-ev-m", "litert", "fp32", "stress", ()),
     ("rv-m-onnx-fp32", "efficientsam3-rv-m", "onnx", "fp32", "stress", ()),
     ("tv-m-onnx-fp32", "efficientsam3-tv-m", "onnx", "fp32", "stress", ()),
-    # The heads alone in LiteRT fp16 and int8 (issue 17's full-size heads): exported and checked, not benched.
+    # The heads alone in LiteRT fp16 and int8 (issue 17's full-size heads), not benched: fp16 fails its gate (the
+    # stress heads are ill-conditioned: heads_conditioning.py), int8 fails in ai-edge-quantizer's calibration.
     ("ev-m-litert-heads-fp16", "efficientsam3-ev-m", "litert", "fp16", "stress", ("--graphs", "heads")),
     ("ev-m-litert-heads-int8", "efficientsam3-ev-m", "litert", "int8", "stress", ("--graphs", "heads")),
 ]
