@@ -14,7 +14,8 @@ from litetext.errors import LitetextError
 from litetext.export.coreml.compress import (_quantizable, _run_with_hooks, _weight_modules, attach_activation_quantizers,
                                              calibrate_activations, compress_weights_, layer_group)
 from litetext.export.coreml.describe import package_weights
-from litetext.export.coreml.options import FP16_MAX, PRECISIONS, SENSITIVITY_BATCHES, WEIGHT_THRESHOLD
+from litetext.export.coreml.options import (FP16_MAX, PRECISIONS, SENSITIVITY_BATCHES, SENSITIVITY_IMAGES,
+                                            WEIGHT_THRESHOLD)
 from litetext.models.graphs import GraphSpec
 from litetext.runtimes.base import Runner
 
@@ -157,11 +158,14 @@ def fp16_headroom(module: torch.nn.Module, spec: GraphSpec, feeds: list[dict[str
 def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str, Any]:
     """w4's mixed precision, measured on the calibration feeds only: if all-4-bit misses the calibration target
     (calibration.target_cosine_mean / target_cosine_worst_1pct), the layer groups whose 4 bits cost most stay
-    at 8 bits per channel, most sensitive first, until it is met. Sensitivity of a group: the error with that
-    group alone in 4 bits (the rest in 8), on the first SENSITIVITY_BATCHES calibration batches (fp32 compute:
-    it ranks weight errors, and is several times faster than fp16 emulation on a CPU)."""
+    at 8 bits per channel: the shortest prefix of the ranking (most sensitive first) that meets it, found by
+    bisection (keeping more groups at 8 bits only helps, and an image graph at 1008 px takes seconds a feed).
+    Sensitivity of a group: the error with that group alone in 4 bits (the rest in 8), on the first
+    SENSITIVITY_BATCHES calibration batches (SENSITIVITY_IMAGES images for image graphs), in fp32 compute: it
+    ranks weight errors, and is several times faster than fp16 emulation on a CPU."""
     reference = _CalibrationReference(module, spec, calibration.feeds)
-    ranking = _CalibrationReference(module, spec, calibration.feeds[:SENSITIVITY_BATCHES])
+    count = SENSITIVITY_BATCHES if spec.name == "text_encoder" else SENSITIVITY_IMAGES
+    ranking = _CalibrationReference(module, spec, calibration.feeds[:count])
     groups = sorted({layer_group(n) for n, m, _, _ in _weight_modules(module) if m.weight.numel() > WEIGHT_THRESHOLD})
 
     def figures(keep, on=reference):
@@ -178,11 +182,18 @@ def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str
     if not meets(current):
         for group in groups:
             sensitivity[group] = 1.0 - figures([g for g in groups if g != group], ranking)["cosine_mean"]
-        for group in sorted(sensitivity, key=sensitivity.get, reverse=True):
-            kept.append(group)
-            current = figures(kept)
-            if meets(current):
-                break
+        ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
+        misses, found = 0, None  # prefix lengths: `misses` measured short of the target (0: all-4-bit)
+        length = len(ranked)  # the shortest known to meet it (all groups at 8 bits is w8, assumed to)
+        while length - misses > 1:
+            middle = (misses + length) // 2
+            trial = figures(ranked[:middle])
+            if meets(trial):
+                length, found = middle, trial
+            else:
+                misses = middle
+        kept = ranked[:length]
+        current = found if found is not None else figures(kept)
     return {"method": "4-bit per block everywhere; layer groups kept at 8 bits where the calibration prompts need it",
             "calibration_prompts": getattr(calibration, "prompts", 0), "calibration_parity": current,
             "target": {"cosine_mean": calibration.target_cosine_mean,
