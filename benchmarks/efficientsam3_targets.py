@@ -10,7 +10,8 @@ compression applied to the PyTorch graph, computed in fp16). Weights are RANDOM 
 the --calib-images photos (w4 uses them to rank layers); parity is measured on the --parity-images photos.
 
 Bundles go to --work (never into git). The JSON is rewritten after every row, so a stopped run keeps what it
-measured; a row already in the JSON is not exported again unless --redo names it (model:init:target:precision).
+measured; a row already in the JSON, or with a finished log in --work, is not exported again unless --redo
+names it (model:init:target:precision).
 A failed export is a row with its error line. --inits stress,transformers adds rows on transformers' own
 initialisation: under the stress initialisation EV-M's features reach 3.5e8, past fp16's 65504.
 
@@ -81,14 +82,16 @@ def check_bundle(out: Path) -> dict:
     return {"exit_status": done.returncode, "findings": findings}
 
 
-def measure(model: str, init: str, target: str, precision: str, extra: tuple, args) -> dict:
+def measure(model: str, init: str, target: str, precision: str, extra: tuple, args, redo: bool) -> dict:
+    """Export one row (or read the finished log an earlier run left in --work) and describe it."""
     name = f"{model.removeprefix('efficientsam3-')}-{target}-{precision}" + ("" if init == "stress" else f"-{init}")
     out, log_path = Path(args.work) / name, Path(args.work) / f"{name}.log"
-    command = ["/usr/bin/time", "-v", *export_command(model, init, target, precision, extra, out, args)]
-    print(" ".join(command), file=sys.stderr, flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log_path, "w") as log:
-        subprocess.run(["nice", "-n", "10", *command], stdout=log, stderr=subprocess.STDOUT, env=env)
+    if redo or not (log_path.exists() and "Exit status:" in log_path.read_text()):
+        command = ["/usr/bin/time", "-v", *export_command(model, init, target, precision, extra, out, args)]
+        print(" ".join(command), file=sys.stderr, flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        with open(log_path, "w") as log:
+            subprocess.run(["nice", "-n", "10", *command], stdout=log, stderr=subprocess.STDOUT, env=env)
     log = log_path.read_text()
     figures = time_figures(log)
     row = {"model": model, "init": init, "target": target, "precision": precision, "options": list(extra),
@@ -169,7 +172,7 @@ def main() -> int:
                 done = [r for r in rows if row_key(r) == key]
                 if f"{target}:{precision}" not in chosen or (done and key not in args.redo):
                     continue
-                row = measure(model, init, target, precision, extra, args)
+                row = measure(model, init, target, precision, extra, args, key in args.redo)
                 rows = [r for r in rows if row_key(r) != key] + [row]
                 write(path, rows, args)
                 print_table([row])

@@ -268,7 +268,7 @@ CALIBRATED_VISION = {
     ("rv-m0.9", "w4"): (0.99688, ["vision.neck.fpn_layers.1", "vision.neck.fpn_layers.0", "vision.neck.fpn_layers.2"]),
     ("rv-m0.9", "w8a8"): (0.99970, None),
     ("tv-5m", "w4"): (0.99061, None),  # ten groups kept, TinyViT blocks among them
-    ("tv-5m", "w8a8"): (0.99350, None),
+    ("tv-5m", "w8a8"): (0.99328, None),
 }
 
 
@@ -306,13 +306,13 @@ def test_vision_encoder_exports_to_coreml_w4_and_w8a8(tmp_path, trunk):
 
 def test_coreml_w8a8_vision_gate_is_not_lowered(tmp_path):
     """Stress weights: RepViT's activations reach hundreds, and per-tensor int8 at every conv input loses them
-    (fpn_0 cosine mean 0.864); the export refuses the package and writes nothing."""
+    (fpn_0 cosine mean 0.856); the export refuses the package and writes nothing."""
     from litetext.calibration.data import builtin_asset
     from litetext.export import export_bundle
 
     pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'litetext[coreml]')")
     loaded = load_model("efficientsam3-rv-m0.9-s0", random_init=True, seed=0, config_overrides=tiny_overrides("litetext-s0"))
-    with pytest.raises(LitetextError, match=r"vision_encoder \(coreml w8a8\) is outside its tolerance.*cosine mean 0\.86"):
+    with pytest.raises(LitetextError, match=r"vision_encoder \(coreml w8a8\) is outside its tolerance.*fpn_0: .*cosine mean 0\.85"):
         export_bundle(loaded, tmp_path / "b", target="coreml", precision="w8a8", graphs=["vision_encoder"],
                       calib_images=[builtin_asset("rocket.jpg")])
     assert not (tmp_path / "b").exists()
@@ -346,3 +346,26 @@ def test_w4_groups_layers_by_their_innermost_numbered_block(name, group):
     from litetext.export.coreml.compress import layer_group
 
     assert layer_group(name) == group
+
+
+def test_simulated_fp16_products_run_through_fp32_kernels():
+    """Convolutions and matrix products of the fp16 simulation run in fp32 kernels on fp16 values and round once
+    (fp32 accumulation); against PyTorch's own fp16 CPU kernels (6-40x slower here) the tiny RV trunk's features
+    agree to cosine 0.99996 (fp16 round-off in a different order), and every value is an fp16 number."""
+    from litetext.calibration.data import builtin_asset, load_rgb, preprocess_image
+    from litetext.export.coreml import simulate
+    from litetext.models.graphs import build_graph, describe_graphs, get_padding
+
+    loaded = load_model("efficientsam3-rv-m0.9-s0", random_init=True, seed=0, config_overrides=tiny_overrides("litetext-s0"))
+    padding = get_padding("upstream")
+    graph = build_graph("vision_encoder", loaded, 16, padding)
+    runner = simulate.simulated_runner(graph, describe_graphs(loaded, 16, padding)["vision_encoder"], "w8")
+    pixels = torch.from_numpy(preprocess_image(load_rgb(builtin_asset("chelsea.png")), 112)).half()
+    with torch.inference_mode():
+        with simulate.Fp16ThroughFp32():
+            fast = runner.module(pixels)
+        native = runner.module(pixels)
+    for a, b in zip(fast, native):
+        assert a.dtype == b.dtype == torch.float16
+        a, b = a.double().flatten(), b.double().flatten()
+        assert 0.9999 < float(a @ b / (a.norm() * b.norm())) < 1.0
