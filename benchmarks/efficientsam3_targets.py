@@ -111,7 +111,7 @@ def measure(model: str, init: str, target: str, precision: str, extra: tuple, ar
         "gate_passed": True,  # export raises (and writes nothing) when an output is outside its tolerance
     })
     calibration = graph.get("calibration") or {}
-    for key in ("layers_kept_fp32", "layers_kept_8bit"):
+    for key in ("layers_kept_fp16", "layers_kept_8bit", "qdq_nodes", "calibration_parity"):
         if key in calibration:
             row[key] = calibration[key]
     if target == "tensorrt":
@@ -160,10 +160,18 @@ def main() -> int:
     parser.add_argument("--parity-images", nargs="+", required=True)
     parser.add_argument("--redo", nargs="*", default=[], help="model:init:target:precision rows to export again")
     parser.add_argument("--json", default=str(RESULTS / "efficientsam3_targets.json"))
+    parser.add_argument("--reread", action="store_true", help="describe the JSON's rows again from their logs, no export")
     args = parser.parse_args()
     Path(args.work).mkdir(parents=True, exist_ok=True)
     path = Path(args.json)
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    if args.reread:
+        extras = {(t, p): e for t, p, e in ROWS}
+        rows = [measure(r["model"], r.get("init", "stress"), r["target"], r["precision"],
+                        extras[(r["target"], r["precision"])], args, False) for r in rows]
+        write(path, rows, args)
+        print_table(rows)
+        return 0
     chosen = set(args.rows.split(","))
     for model in args.models.split(","):
         for init in args.inits.split(","):

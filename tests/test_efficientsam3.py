@@ -340,6 +340,7 @@ def test_coreml_w4_and_w8a8_heads_fail_in_one_line(tmp_path, precision):
     ("vision.backbone.trunk.layers.2.blocks.3.attn.qkv", "vision.backbone.trunk.layers.2.blocks.3"),
     ("vision.backbone.trunk.layers.2.downsample.conv1.c", "vision.backbone.trunk.layers.2"),
     ("vision.neck.fpn_layers.1.proj2", "vision.neck.fpn_layers.1"),
+    ("vision.neck.fpn_layers.0.scale_layers.1", "vision.neck.fpn_layers.0"),
     ("vision.backbone.head.3", "vision.backbone.head.3"),
 ])
 def test_w4_groups_layers_by_their_innermost_numbered_block(name, group):
