@@ -167,7 +167,7 @@ def test_unavailable_targets_fail_clearly(tmp_path, tiny_s0, target, message):
 
 
 def test_bad_options_fail_before_work(tmp_path, tiny_s0):
-    with pytest.raises(LitetextError, match="w4 is available for text_encoder only.*not vision_encoder, heads"):
+    with pytest.raises(LitetextError, match="w4 is available for text_encoder, vision_encoder only.*not heads"):
         export_bundle(tiny_s0, tmp_path / "b", target="coreml", precision="w4")
     with pytest.raises(LitetextError, match="not 'int4'"):
         export_bundle(tiny_s0, tmp_path / "b", precision="int4")

@@ -95,8 +95,9 @@ def test_precision_help_is_the_targets_table():
         assert f"{target}: " + ", ".join(precisions).split(",")[0] in text
         for precision in precisions:
             assert precision in text
-    assert "onnx: fp32, fp16, int8;" in text and "coreml: fp32, fp16, w8, w4 (text_encoder only)" in text
-    assert "(vision_encoder, heads) at a calibrated precision (onnx int8, tensorrt int8, litert int8)" in text
+    assert "onnx: fp32, fp16, int8;" in text and "coreml: fp32, fp16, w8, w4 (text_encoder, vision_encoder only)" in text
+    assert ("(vision_encoder, heads) at a calibrated precision (onnx int8, tensorrt int8, coreml w4, coreml w8a8, "
+            "litert int8)") in text
 
 
 def test_usage_errors_start_with_error_and_say_lists_take_commas(tmp_path):

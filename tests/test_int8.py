@@ -111,6 +111,11 @@ def test_layer_groups():
     assert layer_group("/token_embedding/Gather") == "token_embedding"
     assert layer_group("/projection/MatMul") == "projection"
     assert layer_group("/model/detr_decoder/layers.1/self_attn/q_proj/MatMul") == "model/detr_decoder/layers.1"
+    # EfficientSAM3 trunks: one group per block, not the whole backbone
+    assert layer_group("/vision/backbone/trunk/features.13/channel_mixer/m/m.0/c/Conv") == "vision/backbone/trunk/features.13"
+    assert layer_group("/vision/backbone/trunk/layers.2/blocks.3/attn/qkv/MatMul") == "vision/backbone/trunk/layers.2/blocks.3"
+    assert layer_group("/vision/backbone/trunk/stages.2/op_list.1/main/Conv") == "vision/backbone/trunk/stages.2/op_list.1"
+    assert layer_group("/vision/neck/fpn_layers.0/scale_layers.2/ConvTranspose") == "vision/neck/fpn_layers.0"
     assert layer_group("/model/mask_decoder/pixel_decoder/conv_layers.0/Conv") == "model/mask_decoder/pixel_decoder/conv_layers.0"
 
 

@@ -59,10 +59,15 @@ class Int8Calibration:
 
 
 def layer_group(node_name: str) -> str:
-    """The layer a node belongs to, from the exporter's scoped names: the path up to a numbered layer
-    ('/text/layers.3/mlp/fc1/MatMul' -> 'text/layers.3'), else the module ('/projection/MatMul' -> 'projection',
-    '/model/mask_decoder/conv/Conv' -> 'model/mask_decoder')."""
+    """The layer a node belongs to, from the exporter's scoped names: the path up to an image trunk's innermost
+    numbered block ('/vision/backbone/trunk/features.4/token_mixer/Conv' -> 'vision/backbone/trunk/features.4';
+    TinyViT blocks.N, EfficientViT op_list.N), else up to a numbered layer ('/text/layers.3/mlp/fc1/MatMul' ->
+    'text/layers.3'), else the module ('/projection/MatMul' -> 'projection', '/model/mask_decoder/conv/Conv' ->
+    'model/mask_decoder')."""
     parts = [p for p in node_name.split("/") if p][:-1] or [node_name]
+    for i in reversed(range(len(parts))):
+        if re.fullmatch(r"(blocks|op_list|features)\.\d+", parts[i]):
+            return "/".join(parts[: i + 1])
     for i, part in enumerate(parts):
         if re.fullmatch(r"\w*layers\.\d+", part):
             return "/".join(parts[: i + 1])

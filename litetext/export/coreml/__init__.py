@@ -29,7 +29,8 @@ out (`UNFUSED_PASSES`), and every package lists the fp16 constants that are most
 Core ML `predict` needs macOS. On Linux the parity of a package is measured with `simulated_runner`: the same
 weight compression applied to the PyTorch graph (bit-identical scales and integers for every weight that
 coremltools stores as it is in PyTorch; see `weight_agreement`), the same activation fake-quantization for
-w8a8, computed in fp16 on the CPU, compared with fp32 PyTorch on real prompts.
+w8a8, computed in fp16 on the CPU (convolutions and matrix products through fp32 kernels, rounded to fp16:
+`simulate.Fp16ThroughFp32`), compared with fp32 PyTorch on real prompts.
 
 The package splits by job: `options` (precisions, targets, gates, checked first), `convert` (trace, converters,
 fp16 guard), `compress` (w8 / w4 / w8a8 in PyTorch, as coremltools stores them), `simulate` (parity without

@@ -127,9 +127,19 @@ def _run_with_hooks(module: torch.nn.Module, spec: GraphSpec, feeds, hooks) -> N
             hook.remove()
 
 
+# Image trunks' numbered blocks: TinyViT blocks (inside numbered layers), EfficientViT op_list (the blocks of a
+# stage), RepViT features (one block each). A layer inside one belongs to the innermost.
+_BLOCK = re.compile(r"(?:^|(?<=\.))(?:blocks|op_list|features)\.\d+(?=\.|$)")
+
+
 def layer_group(name: str) -> str:
-    """The group a layer's weight belongs to for w4's mixed precision: the path up to a numbered layer
-    ('text.layers.3.mlp.fc1' -> 'text.layers.3'), else the layer itself ('text.embeddings.token_embedding')."""
+    """The group a layer's weight belongs to for w4's mixed precision: the path up to its innermost numbered
+    trunk block ('trunk.layers.2.blocks.1.attn.qkv' -> 'trunk.layers.2.blocks.1'), else up to a numbered layer
+    ('text.layers.3.mlp.fc1' -> 'text.layers.3', 'neck.fpn_layers.0.scale_layers.1' -> 'neck.fpn_layers.0'),
+    else the layer itself ('text.embeddings.token_embedding')."""
+    blocks = list(_BLOCK.finditer(name))
+    if blocks:
+        return name[: blocks[-1].end()]
     match = re.match(r"(.*?layers\.\d+)(\.|$)", name)
     return match.group(1) if match else name
 

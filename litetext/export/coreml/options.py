@@ -56,6 +56,9 @@ W4_BLOCK_SIZE = 32
 SENSITIVITY_BATCHES = 4  # calibration batches (of 16 prompts) that rank w4's layer groups
 
 
+SENSITIVITY_IMAGES = 1  # image graphs: calibration images that rank them (one 1008 px image is 5184+ feature rows)
+
+
 SENTINEL = 1e30  # a constant this large is a stand-in for infinity (torch.finfo(float32).min/max)
 
 
@@ -85,8 +88,12 @@ TOLERANCES: dict[str, dict[str, Tolerance]] = {
         "w4": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.99, min_cosine_worst_1pct=0.97),
         "w8a8": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.995, min_cosine_worst_1pct=0.98),
     },
+    # w4 takes the text encoder's w4 gate; w8a8 (int8 weights and activations) the graph's own INT8 gate, as the
+    # text encoder's w8a8 does.
     "vision_encoder": {
         "w8": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.995, min_cosine_worst_1pct=0.99),
+        "w4": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.99, min_cosine_worst_1pct=0.97),
+        "w8a8": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.98, min_cosine_worst_1pct=0.95),
     },
     "heads": {
         "w8": Tolerance(atol=None, rtol=0.0, min_cosine=0.0, min_cosine_mean=0.98, min_cosine_worst_1pct=0.95),

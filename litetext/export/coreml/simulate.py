@@ -14,9 +14,32 @@ from litetext.errors import LitetextError
 from litetext.export.coreml.compress import (_quantizable, _run_with_hooks, _weight_modules, attach_activation_quantizers,
                                              calibrate_activations, compress_weights_, layer_group)
 from litetext.export.coreml.describe import package_weights
-from litetext.export.coreml.options import FP16_MAX, PRECISIONS, SENSITIVITY_BATCHES, WEIGHT_THRESHOLD
+from litetext.export.coreml.options import (FP16_MAX, PRECISIONS, SENSITIVITY_BATCHES, SENSITIVITY_IMAGES,
+                                            WEIGHT_THRESHOLD)
 from litetext.models.graphs import GraphSpec
 from litetext.runtimes.base import Runner
+
+
+class Fp16ThroughFp32(torch.overrides.TorchFunctionMode):
+    """Convolutions and matrix products of fp16 tensors run as PyTorch's fp16 CPU kernels compute them (fp16
+    operands, fp32 accumulation, one rounding of the result to fp16), but through its fp32 kernels: on CPUs
+    without AVX512-FP16 the fp16 kernels are 6-40x slower (full-size image graphs take minutes per image).
+    Everything else runs in fp16 as it is."""
+
+    OPS = {torch.nn.functional.conv1d, torch.nn.functional.conv2d, torch.nn.functional.conv_transpose1d,
+           torch.nn.functional.conv_transpose2d, torch.nn.functional.linear, torch.matmul, torch.Tensor.matmul,
+           torch.Tensor.__matmul__, torch.bmm, torch.Tensor.bmm, torch.mm, torch.Tensor.mm,
+           torch.nn.functional.scaled_dot_product_attention}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func not in self.OPS or not any(isinstance(a, torch.Tensor) and a.dtype == torch.float16 for a in args):
+            return func(*args, **kwargs)
+
+        def up(value):
+            return value.float() if isinstance(value, torch.Tensor) and value.dtype == torch.float16 else value
+
+        return func(*map(up, args), **{k: up(v) for k, v in kwargs.items()}).half()
 
 
 class SimulatedCoreMLRunner(Runner):
@@ -42,7 +65,8 @@ class SimulatedCoreMLRunner(Runner):
         for tensor in self.spec.inputs:
             value = torch.from_numpy(np.ascontiguousarray(feed[tensor.name]))
             args.append(value.to(self.dtype) if value.is_floating_point() else value)
-        out = self.module(*args)
+        with Fp16ThroughFp32():
+            out = self.module(*args)
         out = out if isinstance(out, (tuple, list)) else (out,)
         return [o.detach().float().numpy() for o in out]
 
@@ -157,11 +181,14 @@ def fp16_headroom(module: torch.nn.Module, spec: GraphSpec, feeds: list[dict[str
 def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str, Any]:
     """w4's mixed precision, measured on the calibration feeds only: if all-4-bit misses the calibration target
     (calibration.target_cosine_mean / target_cosine_worst_1pct), the layer groups whose 4 bits cost most stay
-    at 8 bits per channel, most sensitive first, until it is met. Sensitivity of a group: the error with that
-    group alone in 4 bits (the rest in 8), on the first SENSITIVITY_BATCHES calibration batches (fp32 compute:
-    it ranks weight errors, and is several times faster than fp16 emulation on a CPU)."""
+    at 8 bits per channel: the shortest prefix of the ranking (most sensitive first) that meets it, found by
+    bisection (keeping more groups at 8 bits only helps, and an image graph at 1008 px takes seconds a feed).
+    Sensitivity of a group: the error with that group alone in 4 bits (the rest in 8), on the first
+    SENSITIVITY_BATCHES calibration batches (SENSITIVITY_IMAGES images for image graphs), in fp32 compute: it
+    ranks weight errors, and is several times faster than fp16 emulation on a CPU."""
     reference = _CalibrationReference(module, spec, calibration.feeds)
-    ranking = _CalibrationReference(module, spec, calibration.feeds[:SENSITIVITY_BATCHES])
+    count = SENSITIVITY_BATCHES if spec.name == "text_encoder" else SENSITIVITY_IMAGES
+    ranking = _CalibrationReference(module, spec, calibration.feeds[:count])
     groups = sorted({layer_group(n) for n, m, _, _ in _weight_modules(module) if m.weight.numel() > WEIGHT_THRESHOLD})
 
     def figures(keep, on=reference):
@@ -178,11 +205,18 @@ def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str
     if not meets(current):
         for group in groups:
             sensitivity[group] = 1.0 - figures([g for g in groups if g != group], ranking)["cosine_mean"]
-        for group in sorted(sensitivity, key=sensitivity.get, reverse=True):
-            kept.append(group)
-            current = figures(kept)
-            if meets(current):
-                break
+        ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
+        misses, found = 0, None  # prefix lengths: `misses` measured short of the target (0: all-4-bit)
+        length = len(ranked)  # the shortest known to meet it (all groups at 8 bits is w8, assumed to)
+        while length - misses > 1:
+            middle = (misses + length) // 2
+            trial = figures(ranked[:middle])
+            if meets(trial):
+                length, found = middle, trial
+            else:
+                misses = middle
+        kept = ranked[:length]
+        current = found if found is not None else figures(kept)
     return {"method": "4-bit per block everywhere; layer groups kept at 8 bits where the calibration prompts need it",
             "calibration_prompts": getattr(calibration, "prompts", 0), "calibration_parity": current,
             "target": {"cosine_mean": calibration.target_cosine_mean,
