@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from litetext.calibration.search import keep_most_sensitive
 from litetext.errors import LitetextError
 from litetext.export.coreml.compress import (_quantizable, _run_with_hooks, _weight_modules, attach_activation_quantizers,
                                              calibrate_activations, compress_weights_, layer_group)
@@ -181,8 +182,8 @@ def fp16_headroom(module: torch.nn.Module, spec: GraphSpec, feeds: list[dict[str
 def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str, Any]:
     """w4's mixed precision, measured on the calibration feeds only: if all-4-bit misses the calibration target
     (calibration.target_cosine_mean / target_cosine_worst_1pct), the layer groups whose 4 bits cost most stay
-    at 8 bits per channel: the shortest prefix of the ranking (most sensitive first) that meets it, found by
-    bisection (keeping more groups at 8 bits only helps, and an image graph at 1008 px takes seconds a feed).
+    at 8 bits per channel: the shortest prefix of the ranking (most sensitive first) that meets it
+    (litetext.calibration.search).
     Sensitivity of a group: the error with that group alone in 4 bits (the rest in 8), on the first
     SENSITIVITY_BATCHES calibration batches (SENSITIVITY_IMAGES images for image graphs), in fp32 compute: it
     ranks weight errors, and is several times faster than fp16 emulation on a CPU."""
@@ -199,24 +200,11 @@ def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str
         return (f["cosine_mean"] >= calibration.target_cosine_mean
                 and f["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct)
 
-    current = figures(())
-    kept: list[str] = []
-    sensitivity: dict[str, float] = {}
-    if not meets(current):
-        for group in groups:
-            sensitivity[group] = 1.0 - figures([g for g in groups if g != group], ranking)["cosine_mean"]
-        ranked = sorted(sensitivity, key=sensitivity.get, reverse=True)
-        misses, found = 0, None  # prefix lengths: `misses` measured short of the target (0: all-4-bit)
-        length = len(ranked)  # the shortest known to meet it (all groups at 8 bits is w8, assumed to)
-        while length - misses > 1:
-            middle = (misses + length) // 2
-            trial = figures(ranked[:middle])
-            if meets(trial):
-                length, found = middle, trial
-            else:
-                misses = middle
-        kept = ranked[:length]
-        current = found if found is not None else figures(kept)
+    def error_alone(group: str) -> float:  # that group alone in 4 bits, on the ranking feeds
+        return 1.0 - figures([g for g in groups if g != group], ranking)["cosine_mean"]
+
+    found = keep_most_sensitive(groups, figures, error_alone, meets)
+    kept, current, sensitivity = found.kept, found.figures, found.sensitivity
     return {"method": "4-bit per block everywhere; layer groups kept at 8 bits where the calibration prompts need it",
             "calibration_prompts": getattr(calibration, "prompts", 0), "calibration_parity": current,
             "target": {"cosine_mean": calibration.target_cosine_mean,
