@@ -53,9 +53,9 @@ def tensor_parity(reference: np.ndarray, candidate: np.ndarray, valid: np.ndarra
     max_error = max_reference = 0.0
     for rows in _row_blocks(len(rows_ref), rows_ref.shape[-1]):
         ref, got = rows_ref[rows].astype(np.float64), rows_got[rows].astype(np.float64)
-        if ref.size:
-            max_error = max(max_error, float(np.abs(ref - got).max()))
-            max_reference = max(max_reference, float(np.abs(ref).max()))
+        if ref.size:  # np.maximum keeps a NaN (an overflowed candidate) where max() would drop it
+            max_error = float(np.maximum(max_error, np.abs(ref - got).max()))
+            max_reference = float(np.maximum(max_reference, np.abs(ref).max()))
     return {
         "max_abs_error": max_error,
         "max_abs_reference": max_reference,
@@ -67,6 +67,8 @@ def tensor_parity(reference: np.ndarray, candidate: np.ndarray, valid: np.ndarra
 
 
 def passes(figures: dict[str, float], tolerance: Tolerance) -> bool:
+    if not np.isfinite(figures["max_abs_error"]):  # a NaN or inf in the candidate (fp16 overflow) never passes
+        return False
     if tolerance.atol is not None:
         if figures["max_abs_error"] > tolerance.atol + tolerance.rtol * figures["max_abs_reference"]:
             return False
