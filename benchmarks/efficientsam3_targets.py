@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_bench import time_figures  # noqa: E402  (the /usr/bin/time -v reader)
+from pipeline_bench import run_timed, time_figures  # noqa: E402  (exports under /usr/bin/time -v)
 
 RESULTS = Path("benchmarks/results")
 MODELS = ("efficientsam3-ev-m", "efficientsam3-rv-m", "efficientsam3-tv-m")
@@ -87,11 +86,7 @@ def measure(model: str, init: str, target: str, precision: str, extra: tuple, ar
     name = f"{model.removeprefix('efficientsam3-')}-{target}-{precision}" + ("" if init == "stress" else f"-{init}")
     out, log_path = Path(args.work) / name, Path(args.work) / f"{name}.log"
     if redo or not (log_path.exists() and "Exit status:" in log_path.read_text()):
-        command = ["/usr/bin/time", "-v", *export_command(model, init, target, precision, extra, out, args)]
-        print(" ".join(command), file=sys.stderr, flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        with open(log_path, "w") as log:
-            subprocess.run(["nice", "-n", "10", *command], stdout=log, stderr=subprocess.STDOUT, env=env)
+        run_timed(export_command(model, init, target, precision, extra, out, args), log_path)
     log = log_path.read_text()
     figures = time_figures(log)
     row = {"model": model, "init": init, "target": target, "precision": precision, "options": list(extra),

@@ -78,15 +78,20 @@ def time_figures(log: str) -> dict:
             "wall_seconds": round(seconds, 1) if seconds is not None else None}
 
 
+def run_timed(command: list[str], log_path: Path) -> None:
+    """Run `command` niced, on one thread, under /usr/bin/time -v, its output and time's report into `log_path`."""
+    command = ["/usr/bin/time", "-v", *command]
+    print(" ".join(command), file=sys.stderr, flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log_path, "w") as log:
+        subprocess.run(["nice", "-n", "10", *command], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 def export(name: str, preset: str, target: str, precision: str, init: str, extra: tuple, args) -> dict:
     out = Path(args.work) / name
     log_path = Path(args.work) / f"{name}.log"
     if not log_path.exists() or name in (args.only or []):
-        command = ["/usr/bin/time", "-v", *export_command(preset, target, precision, init, extra, out, args)]
-        print(" ".join(command), file=sys.stderr, flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        with open(log_path, "w") as log:
-            subprocess.run(["nice", "-n", "10", *command], stdout=log, stderr=subprocess.STDOUT, env=env)
+        run_timed(export_command(preset, target, precision, init, extra, out, args), log_path)
     log = log_path.read_text()
     row = {"bundle": name, "model": preset, "target": target, "precision": precision, "init": init,
            "options": list(extra),
