@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_bench import run_timed, time_figures  # noqa: E402  (exports under /usr/bin/time -v)
+from pipeline_bench import export_command, run_timed, time_figures  # noqa: E402  (exports under /usr/bin/time -v)
 
 RESULTS = Path("benchmarks/results")
 MODELS = ("efficientsam3-ev-m", "efficientsam3-rv-m", "efficientsam3-tv-m")
@@ -47,20 +47,6 @@ CALIBRATED = {("tensorrt", "int8"), ("coreml", "w4"), ("coreml", "w8a8")}
 
 def row_key(row: dict) -> str:
     return f"{row['model']}:{row.get('init', 'stress')}:{row['target']}:{row['precision']}"
-
-
-def export_command(model: str, init: str, target: str, precision: str, extra: tuple, out: Path, args) -> list[str]:
-    command = [sys.executable, "-m", "litetext.cli", "export", "--model", model, "--random-init", "--seed", "0",
-               "--init", init,
-               "--target", target, "--precision", precision, "--graphs", "vision_encoder", *extra,
-               "-o", str(out), "--force"]
-    for image in args.parity_images:
-        command += ["--parity-images", image]
-    if (target, precision) in CALIBRATED:
-        command += ["--calib-prompts", args.calib_prompts]
-        for image in args.calib_images:
-            command += ["--calib-images", image]
-    return command
 
 
 def error_line(log: str) -> str:
@@ -86,7 +72,9 @@ def measure(model: str, init: str, target: str, precision: str, extra: tuple, ar
     name = f"{model.removeprefix('efficientsam3-')}-{target}-{precision}" + ("" if init == "stress" else f"-{init}")
     out, log_path = Path(args.work) / name, Path(args.work) / f"{name}.log"
     if redo or not (log_path.exists() and "Exit status:" in log_path.read_text()):
-        run_timed(export_command(model, init, target, precision, extra, out, args), log_path)
+        calibration = (args.calib_prompts, args.calib_images) if (target, precision) in CALIBRATED else None
+        run_timed(export_command(model, target, precision, init, ("--graphs", "vision_encoder", *extra), out,
+                                 args.parity_images, calibration), log_path)
     log = log_path.read_text()
     figures = time_figures(log)
     row = {"model": model, "init": init, "target": target, "precision": precision, "options": list(extra),

@@ -54,14 +54,18 @@ BUNDLES = [
 TORCH_TARGETS = ["torch:litetext-s0", "torch:efficientsam3-ev-m"]
 
 
-def export_command(preset: str, target: str, precision: str, init: str, extra: tuple, out: Path, args) -> list[str]:
+def export_command(preset: str, target: str, precision: str, init: str, extra: tuple, out: Path,
+                   parity_images: list[str], calibration: tuple[str, list[str]] | None) -> list[str]:
+    """`litetext export` of random weights (seed 0) with parity on `parity_images`; `calibration` (prompts,
+    images) for calibrated precisions."""
     command = [sys.executable, "-m", "litetext.cli", "export", "--model", preset, "--random-init", "--init", init,
                "--target", target, "--precision", precision, *extra, "-o", str(out), "--force"]
-    for image in args.images:
+    for image in parity_images:
         command += ["--parity-images", image]
-    if precision == "int8":
-        command += ["--calib-prompts", args.calib_prompts]
-        for image in args.calib_images:
+    if calibration:
+        prompts, images = calibration
+        command += ["--calib-prompts", prompts]
+        for image in images:
             command += ["--calib-images", image]
     return command
 
@@ -91,7 +95,8 @@ def export(name: str, preset: str, target: str, precision: str, init: str, extra
     out = Path(args.work) / name
     log_path = Path(args.work) / f"{name}.log"
     if not log_path.exists() or name in (args.only or []):
-        run_timed(export_command(preset, target, precision, init, extra, out, args), log_path)
+        calibration = (args.calib_prompts, args.calib_images) if precision == "int8" else None
+        run_timed(export_command(preset, target, precision, init, extra, out, args.images, calibration), log_path)
     log = log_path.read_text()
     row = {"bundle": name, "model": preset, "target": target, "precision": precision, "init": init,
            "options": list(extra),

@@ -58,6 +58,11 @@ class Int8Calibration:
     ranking_feeds: int | None = None
 
 
+# Image trunks' numbered blocks, a mixed-precision group each (here and in Core ML's w4): TinyViT blocks.N,
+# EfficientViT op_list.N, RepViT features.N.
+TRUNK_BLOCKS = ("blocks", "op_list", "features")
+
+
 def layer_group(node_name: str) -> str:
     """The layer a node belongs to, from the exporter's scoped names: the path up to an image trunk's innermost
     numbered block ('/vision/backbone/trunk/features.4/token_mixer/Conv' -> 'vision/backbone/trunk/features.4';
@@ -66,7 +71,7 @@ def layer_group(node_name: str) -> str:
     'model/mask_decoder')."""
     parts = [p for p in node_name.split("/") if p][:-1] or [node_name]
     for i in reversed(range(len(parts))):
-        if re.fullmatch(r"(blocks|op_list|features)\.\d+", parts[i]):
+        if re.fullmatch(rf"({'|'.join(TRUNK_BLOCKS)})\.\d+", parts[i]):
             return "/".join(parts[: i + 1])
     for i, part in enumerate(parts):
         if re.fullmatch(r"\w*layers\.\d+", part):

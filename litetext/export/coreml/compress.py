@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from litetext.calibration.int8 import TRUNK_BLOCKS
 from litetext.errors import LitetextError
 from litetext.export.coreml.describe import _operations
 from litetext.export.coreml.options import (ACTIVATION_METHODS, DEFAULT_DEPLOYMENT_TARGET, PERCENTILE, W4_BLOCK_SIZE,
@@ -127,9 +128,9 @@ def _run_with_hooks(module: torch.nn.Module, spec: GraphSpec, feeds, hooks) -> N
             hook.remove()
 
 
-# Image trunks' numbered blocks: TinyViT blocks (inside numbered layers), EfficientViT op_list (the blocks of a
-# stage), RepViT features (one block each). A layer inside one belongs to the innermost.
-_BLOCK = re.compile(r"(?:^|(?<=\.))(?:blocks|op_list|features)\.\d+(?=\.|$)")
+# Image trunks' numbered blocks (litetext.calibration.int8.TRUNK_BLOCKS: TinyViT blocks inside numbered layers,
+# EfficientViT op_list, RepViT features). A layer inside one belongs to the innermost.
+_BLOCK = re.compile(rf"(?:^|(?<=\.))(?:{'|'.join(TRUNK_BLOCKS)})\.\d+(?=\.|$)")
 
 
 def layer_group(name: str) -> str:
