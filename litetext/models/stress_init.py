@@ -13,7 +13,8 @@ these still passes parity on such weights. This module moves each of them away f
 - layer scales (a parameter named layer_scale / gamma outside a norm): uniform in [0.1, 1];
 - LayerNorm / GroupNorm / BatchNorm affines: weight exp(0.5 N(0,1)), bias N(0, 0.1^2);
 - BatchNorm running statistics: measured on the layer's own input in one seeded probe pass (random token
-  ids through the text encoder, as training would have left them), then the mean moved by 0.5 N(0,1) standard
+  ids through the text encoder, the built-in photos at three contrasts through a student image trunk, as
+  training would have left them), then the mean moved by 0.5 N(0,1) standard
   deviations and the variance scaled by exp(0.5 N(0,1)).
 
 Anything else floating-point that the model learns fails loudly, so a new architecture cannot keep an idle
@@ -27,6 +28,7 @@ import re
 import zlib
 from collections import Counter
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +44,7 @@ NORM_BIAS_STD = 0.1
 LAYER_SCALE_RANGE = (0.1, 1.0)
 STREAM_OFFSET = 1_000_003  # any fixed number
 BN_MEAN_SHIFT = 0.5  # BatchNorm running mean moved by this many standard deviations (times N(0,1))
+PROBE_CONTRASTS = (0.5, 1.0, 2.0)  # the probe photos' normalised pixels are scaled by each
 
 _LAYER_SCALE_NAME = re.compile(r"^(layer_scale|gamma)\w*$")
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm)
@@ -85,6 +88,21 @@ def stress_initialise(model: nn.Module, seed: int) -> Counter:
                 raise LitetextError(f"stress initialisation does not know buffer {module_name}.{name}")
     counts["batchnorm_statistics"] = _draw_batchnorm_statistics(model, _stream(seed, "batchnorm statistics"))
     return counts
+
+
+def _probe_photos(size: int) -> torch.Tensor:
+    """What BatchNorm statistics of image trunks are measured on: the built-in photos, preprocessed as the vision
+    encoder's input, each at three contrasts (normalised pixels x 0.5, 1, 2), as a training set's variety would
+    leave them. Random pixels would not do: linear attention (EfficientViT's LiteMLA) averages white noise to a
+    near-constant map, so its BatchNorms measure variances near 0 and a photo then grows in every block (3.5e8
+    at the full-size EV-M's features, past fp16's 65504). Nor would the photos alone: a BatchNorm whose channel
+    mean is large beside its std turns any change of input scale into a shift, and the next blocks amplify it
+    (1.4e5 on a photo outside the probe). With the three contrasts the full-size EV-M peaks at a few hundred on
+    unseen photos (benchmarks/stress_activations.py)."""
+    from litetext.calibration.data import builtin_images, load_rgb, preprocess_image
+
+    photos = torch.from_numpy(np.concatenate([preprocess_image(load_rgb(p), size) for p in builtin_images()]))
+    return torch.cat([photos * contrast for contrast in PROBE_CONTRASTS])
 
 
 def _stream(seed: int, part: str) -> torch.Generator:
@@ -170,8 +188,8 @@ def _fan_in(module: nn.Module) -> int:
 def _draw_batchnorm_statistics(model: nn.Module, generator) -> int:
     """Set each BatchNorm's running statistics from its own input in one probe pass, in the order the layers
     run (so each sees the statistics drawn before it), then move them away from the measured ones. The text
-    encoder's are probed with random token ids, then the vision encoder's (student image trunks) with a random
-    image; the text part's come first, so a text-only load draws the same."""
+    encoder's are probed with random token ids, then the vision encoder's (student image trunks) with the
+    built-in photos (_probe_photos); the text part's come first, so a text-only load draws the same."""
     norms = {name: m for name, m in model.named_modules() if _is_batchnorm(m)}
     if not norms:
         return 0
@@ -198,7 +216,7 @@ def _draw_batchnorm_statistics(model: nn.Module, generator) -> int:
             model.text_encoder(input_ids=ids)
         if any(name.startswith("vision_encoder.") for name in norms):
             size = model.config.vision_config.backbone_config.image_size
-            model.vision_encoder(pixel_values=torch.randn((1, 3, size, size), generator=generator))
+            model.vision_encoder(pixel_values=_probe_photos(size))
     finally:
         for hook in hooks:
             hook.remove()
