@@ -306,14 +306,14 @@ def test_vision_encoder_exports_to_coreml_w4_and_w8a8(tmp_path, trunk):
 
 def test_coreml_w8a8_vision_gate_is_not_lowered(tmp_path):
     """Stress weights: RepViT's activations reach hundreds, and per-tensor int8 at every conv input loses them
-    (this tiny RepViT: fpn_0 cosine mean 0.865; the full-size RV-M 0.856); the export refuses the package and
-    writes nothing."""
+    (this tiny RepViT: fpn_0 cosine mean 0.705; the full-size RV-M: benchmarks/results/efficientsam3_targets.json);
+    the export refuses the package and writes nothing."""
     from litetext.calibration.data import builtin_asset
     from litetext.export import export_bundle
 
     pytest.importorskip("coremltools", reason="coremltools is not installed (pip install 'litetext[coreml]')")
     loaded = load_model("efficientsam3-rv-m0.9-s0", random_init=True, seed=0, config_overrides=tiny_overrides("litetext-s0"))
-    with pytest.raises(LitetextError, match=r"vision_encoder \(coreml w8a8\) is outside its tolerance.*fpn_0: .*cosine mean 0\.8[5-7]"):
+    with pytest.raises(LitetextError, match=r"vision_encoder \(coreml w8a8\) is outside its tolerance.*fpn_0: .*cosine mean 0\.70"):
         export_bundle(loaded, tmp_path / "b", target="coreml", precision="w8a8", graphs=["vision_encoder"],
                       calib_images=[builtin_asset("rocket.jpg")])
     assert not (tmp_path / "b").exists()
