@@ -139,7 +139,7 @@ def main() -> None:
     if "instances" in graph["parity"]:
         print("instances:", graph["parity"]["instances"])
     print("top queries:", queries)
-    print(f"{graph['bytes'] / 2**20:.1f} MiB; kept fp32: {graph['calibration']['layers_kept_fp32']}; wrote {path}")
+    print(f"{graph['bytes'] / 2**20:.1f} MiB; kept fp32: {graph['calibration']['layers_kept_fp32_activations']}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def main() -> None:
         p = r["held_out_parity"]
         print(f"{r['method']:11s} {r['bytes'] / 2**20:7.1f} {r['size_vs_fp32']:7.3f} {p['cosine_mean']:9.5f} "
               f"{p['cosine_worst_1pct']:9.5f} {p['cosine_min']:9.5f} {p['max_abs_error']:8.4f} "
-              f"{r['calibration']['layers_kept_fp32']}")
+              f"{r['calibration']['layers_kept_fp32_activations']}")
     print(f"wrote {args.json}")
 
 

@@ -114,7 +114,7 @@ def export(name: str, preset: str, target: str, precision: str, init: str, extra
             "cosine_mean_worst_output": min(f["cosine_mean"] for f in outputs.values()),
             "cosine_worst_1pct_worst_output": min(f["cosine_worst_1pct"] for f in outputs.values()),
             "max_abs_error": max(f["max_abs_error"] for f in outputs.values()),
-            "layers_kept_fp32": entry.get("calibration", {}).get("layers_kept_fp32"),
+            "layers_kept_fp32_activations": entry.get("calibration", {}).get("layers_kept_fp32_activations"),
         }
     row["three_graphs_mib"] = round(sum(g["mib"] for g in row["graphs"].values()), 2)
     return row

@@ -70,7 +70,7 @@ def main() -> None:
                    "parameters": text_parameters(loaded), "export_seconds": graph["export_seconds"],
                    "held_out_parity": graph["parity"]["outputs"]["text_features"]}
             if "calibration" in graph:
-                row["layers_kept_fp32"] = graph["calibration"].get("layers_kept_fp32")
+                row["layers_kept_fp32_activations"] = graph["calibration"].get("layers_kept_fp32_activations")
             if pruned:
                 entry = m["text_path"]
                 row.update(parameters=entry["parameters"]["after"], text_path=entry)

@@ -73,10 +73,10 @@ def describe_bundle(manifest: dict[str, Any], folder: str) -> list[str]:
             lines.append("  gate: " + ", ".join(f"{k} {v}" for k, v in gate.items() if v))
         calibration = graph.get("calibration")
         if calibration:
-            kept = calibration.get("layers_kept_fp32") or []
+            kept = calibration.get("layers_kept_fp32_activations") or []
             lines.append(f"  calibrated: {calibration.get('method', '?')} on {calibration.get('calibration_prompts', '?')}"
                          " prompts"
-                         + (f", {len(kept)} layers kept in fp32" if kept else ""))
+                         + (f", {len(kept)} layers with fp32 activations (int8 weights)" if kept else ""))
     text_path = manifest.get("text_path") or {}
     if text_path.get("kind") not in (None, "text_encoder"):
         lines += ["", f"text path: {text_path['kind']} (see manifest.json text_path)"]

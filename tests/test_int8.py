@@ -1,5 +1,5 @@
 """INT8: calibrated on real prompts, the token table quantized, three really different methods, a parity gate
-measured on other prompts, and mixed precision that keeps the most sensitive layers in fp32."""
+measured on other prompts, and mixed precision that keeps the most sensitive layers' activations in fp32."""
 
 import numpy as np
 import onnx
@@ -7,7 +7,7 @@ import pytest
 
 
 from litetext.calibration.data import builtin_asset, builtin_calibration_prompts, sample_by_length
-from litetext.calibration.int8 import METHODS, Int8Calibration, layer_group, quantize_int8
+from litetext.calibration.int8 import METHODS, QUANTIZED_OPS, Int8Calibration, layer_group, quantize_int8
 from litetext.errors import LitetextError
 from litetext.export import export_bundle
 from litetext.tokenizer import ClipTokenizer
@@ -98,11 +98,46 @@ def test_mixed_precision_keeps_the_most_sensitive_layers(tmp_path, tiny_s0):
     report = quantize_int8(path, tmp_path / "mixed.onnx", calibration)
     groups = set(report["layer_sensitivity"])
     assert {"layers.0", "layers.1", "layers.2", "token_embedding"} <= groups, groups
-    kept = report["layers_kept_fp32"]
+    kept = report["layers_kept_fp32_activations"]
     ranked = sorted(report["layer_sensitivity"], key=report["layer_sensitivity"].get, reverse=True)
     assert kept == ranked[: len(kept)] and len(kept) >= 1
-    assert report["layers_kept_cost"]["bytes"] > 0  # fp32 layers are bigger than their INT8 versions
     assert report["calibration_parity"]["cosine_mean"] > 0.995
+    # Kept layers keep fp32 activations, not fp32 weights: every weight the graph multiplies by is 8-bit.
+    assert _float_weights(onnx.load(tmp_path / "mixed.onnx")) == []
+
+
+def _float_weights(model) -> list[str]:
+    """Nodes of QUANTIZED_OPS whose weight (a Gather's table) is an fp32 initializer of rank >= 2."""
+    floats = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS
+            and n.input[0 if n.op_type == "Gather" else 1] in floats]
+
+
+def test_weight_only_layers_stay_close_to_fp32(tmp_path, tiny_s0):
+    """Every layer kept (fp32 activations), so only the weights are 8-bit: per output channel (per row of the
+    token table) they move the features by less than activation quantization does."""
+    import onnxruntime as ort
+
+    from litetext.calibration.int8 import _nodes_in, _quantize, calibrate_ranges
+
+    path, feeds = _fp32_and_feeds(tmp_path, tiny_s0)
+    fp32 = onnx.load(path)
+    ranges = calibrate_ranges(path, feeds, "minmax", QUANTIZED_OPS)
+    every_group = sorted({layer_group(n.name) for n in fp32.graph.node if n.op_type in QUANTIZED_OPS})
+    weight_only = _quantize(path, ranges, exclude=_nodes_in(fp32, every_group))
+    assert _float_weights(fp32) and _float_weights(weight_only) == []
+    assert not any(n.op_type == "QuantizeLinear" for n in weight_only.graph.node)  # no activation is quantized
+    assert weight_only.ByteSize() < 0.3 * fp32.ByteSize()
+
+    def run(model, feed):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
+
+    for feed in feeds[:2]:
+        want, got = run(fp32, feed), run(weight_only, feed)
+        valid = feed["attention_mask"].astype(bool)
+        cosine = np.sum(want * got, -1) / (np.linalg.norm(want, axis=-1) * np.linalg.norm(got, axis=-1))
+        assert cosine[valid].min() > 0.999, cosine[valid].min()
 
 
 def test_layer_groups():

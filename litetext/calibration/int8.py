@@ -8,7 +8,10 @@
   ONNX Runtime's Entropy calibrator with its defaults (128 histogram bins, 128 quantized bins) searches no
   threshold at all and returns MinMax's ranges (checked in tests), so Entropy uses 2048 bins here.
 - Mixed precision: each layer's contribution to the error is measured on the calibration prompts (never on the
-  held-out ones), and the most sensitive layers stay fp32 until the calibration-set target is met.
+  held-out ones), and the most sensitive layers keep fp32 activations until the calibration-set target is met.
+  Their weights stay 8-bit (weight-only: int8 per output channel, dequantized in the graph): quantizing a
+  layer's input activations is what costs accuracy, and fp32 weights would cost four times the bytes (the
+  stress EV-M bundle: 125 MiB with kept layers' weights in fp32).
 """
 
 from __future__ import annotations
@@ -148,17 +151,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     quantized = keeping(kept)  # quantized again rather than holding every candidate graph in memory
     onnx.save(quantized, str(out_path))
     cost = {"bytes": 0, "ms_per_batch": 0.0}
-    if kept:  # what keeping those layers in fp32 costs, against the all-INT8 graph, on the calibration feeds
+    if kept:  # what keeping those layers' activations fp32 costs, against the all-INT8 graph, on the calibration feeds
         cost = {"bytes": quantized.ByteSize() - all_int8.ByteSize(),
                 "ms_per_batch": round(_median_ms(quantized, calibration.feeds) - _median_ms(all_int8, calibration.feeds), 3)}
     report = {
         "method": calibration.method,
         "calibrator_options": options,
-        "weights": "int8 symmetric per channel (MatMul/Gemm/Conv/ConvTranspose); token table uint8 per tensor (Gather)",
-        "activations": "uint8 per tensor, calibrated",
+        "weights": "int8 symmetric per channel (MatMul/Gemm/Conv/ConvTranspose); token table uint8 per tensor "
+                   "(Gather), int8 per row where its layer is kept",
+        "activations": "uint8 per tensor, calibrated, fp32 at the inputs of the kept layers",
         "calibration_prompts": calibration.prompts,
         "calibration_parity": figures,
-        "layers_kept_fp32": kept,
+        "layers_kept_fp32_activations": kept,
         "layers_kept_cost": cost,
         "layer_sensitivity": sensitivity,
     }
@@ -180,6 +184,8 @@ def _priority_ordered_session(calibrator):
 
 
 def _quantize(fp32_path: Path, ranges, exclude: list[str]):
+    """The QDQ graph with every QUANTIZED_OPS node INT8 but those in `exclude`, which keep fp32 activations and
+    int8 weights (_weight_only)."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
@@ -190,7 +196,57 @@ def _quantize(fp32_path: Path, ranges, exclude: list[str]):
         {"WeightSymmetric": True, "QDQOpTypePerChannelSupportToAxis": {"Gather": 0, "MatMul": 1}},
     )
     quantizer.quantize_model()
-    return topologically_sorted(quantizer.model.model)
+    model = quantizer.model.model
+    _weight_only(model, set(exclude))
+    return topologically_sorted(model)
+
+
+def _weight_only(model, nodes: set[str]) -> None:
+    """Store the weights of `nodes` (a MatMul's, Gemm's, convolution's weight, a Gather's table) as int8,
+    symmetric per output channel (per row for a table), each behind a DequantizeLinear: their inputs stay fp32.
+    Weights shared by several nodes get one DequantizeLinear."""
+    from onnx import helper, numpy_helper
+
+    initializers = {t.name: t for t in model.graph.initializer}
+    dequantized: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.name not in nodes or node.op_type not in QUANTIZED_OPS:
+            continue
+        index = 0 if node.op_type == "Gather" else 1
+        name = node.input[index]
+        if name not in initializers:
+            continue
+        weight = numpy_helper.to_array(initializers[name])
+        if weight.dtype != np.float32 or weight.ndim < 2:
+            continue
+        if name not in dequantized:
+            axis = _output_axis(node)
+            others = tuple(d for d in range(weight.ndim) if d != axis)
+            scale = (np.abs(weight).max(axis=others) / 127.0).astype(np.float32)
+            scale[scale == 0] = 1.0
+            shape = [1] * weight.ndim
+            shape[axis] = -1
+            quantized = np.clip(np.round(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
+            names = [f"{name}_weight_only_{part}" for part in ("int8", "scale", "zero_point")]
+            model.graph.initializer.extend([
+                numpy_helper.from_array(quantized, names[0]), numpy_helper.from_array(scale, names[1]),
+                numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), names[2])])
+            dequantized[name] = f"{name}_weight_only"
+            model.graph.node.append(helper.make_node("DequantizeLinear", names, [dequantized[name]], axis=axis,
+                                                     name=f"{name}_weight_only_DequantizeLinear"))
+        node.input[index] = dequantized[name]
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    unused = [t for t in model.graph.initializer if t.name in dequantized and t.name not in used]
+    for tensor in unused:
+        model.graph.initializer.remove(tensor)
+
+
+def _output_axis(node) -> int:
+    """The axis of a node's weight that holds its output channels (one scale each)."""
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    return {"MatMul": 1, "Conv": 0, "ConvTranspose": 1, "Gather": 0}[node.op_type]
 
 
 def _nodes_in(model, groups: list[str]) -> list[str]:
