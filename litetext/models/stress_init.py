@@ -97,8 +97,8 @@ def _probe_photos(size: int) -> torch.Tensor:
     near-constant map, so its BatchNorms measure variances near 0 and a photo then grows in every block (3.5e8
     at the full-size EV-M's features, past fp16's 65504). Nor would the photos alone: a BatchNorm whose channel
     mean is large beside its std turns any change of input scale into a shift, and the next blocks amplify it
-    (1.4e5 on a photo outside the probe). With the three contrasts the full-size EV-M peaks at a few hundred on
-    unseen photos (benchmarks/stress_activations.py)."""
+    (1.4e5 on a photo outside the probe, measured once). With the three contrasts the full-size EV-M peaks at
+    142 on unseen photos at 336 px (benchmarks/results/stress_activations.json)."""
     from litetext.calibration.data import builtin_images, load_rgb, preprocess_image
 
     photos = torch.from_numpy(np.concatenate([preprocess_image(load_rgb(p), size) for p in builtin_images()]))
