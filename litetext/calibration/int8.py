@@ -162,6 +162,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
         "activations": "uint8 per tensor, calibrated, fp32 at the inputs of the kept layers",
         "calibration_prompts": calibration.prompts,
         "calibration_parity": figures,
+        "target": {"cosine_mean": calibration.target_cosine_mean,
+                   "cosine_worst_1pct": calibration.target_cosine_worst_1pct},
         "layers_kept_fp32_activations": kept,
         "layers_kept_cost": cost,
         "layer_sensitivity": sensitivity,
