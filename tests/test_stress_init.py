@@ -167,7 +167,7 @@ def test_fp16_rounded_heads_weights_barely_move_the_heads(shared, preset):
     so a reduced-precision heads export that fails its gate is to blame, not the weights. Measured, seed 0, unseen
     photos x 4 COCO names, worst cosine of pred_logits / boxes / masks: S0 0.99986 / 1.00000 / 0.99990, EV-M
     1.00000 / 1.00000 / 0.99999. The full-size EV-M at 1008 px gave pred_logits 0.926 while its BatchNorms were
-    probed on noise (benchmarks/results/heads_conditioning.json)."""
+    probed on noise (benchmarks/results/conditioning.json)."""
     loaded = _tiny(preset)
     padding = get_padding("upstream")
     size = describe_graphs(loaded, CTX, padding)["vision_encoder"].inputs[0].shape[-1]
