@@ -13,7 +13,8 @@ Bundles go to --work (never into git). The JSON is rewritten after every row, so
 measured; a row already in the JSON, or with a finished log in --work, is not exported again unless --redo
 names it (model:init:target:precision).
 A failed export is a row with its error line. --inits stress,transformers adds rows on transformers' own
-initialisation: under the stress initialisation EV-M's features reach 3.5e8, past fp16's 65504.
+initialisation, which show the targets apart from how well-conditioned the random weights are
+(benchmarks/conditioning.py: the stress TinyViT trunk is not).
 
     python benchmarks/efficientsam3_targets.py --work /tmp/targets --calib-prompts ../shared/data/prompts/calib \
         --calib-images ../shared/data/images/{astronaut.png,coffee.png,rocket.jpg} \
