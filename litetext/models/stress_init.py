@@ -100,8 +100,9 @@ def _probe_photos(size: int) -> torch.Tensor:
     (1.4e5 on a photo outside the probe, measured once). With the three contrasts the full-size EV-M peaks at
     142 on unseen photos at 336 px (benchmarks/results/stress_activations.json). What it costs: normalised to
     photos, a random TinyViT trunk is ill-conditioned (its depthwise local_conv on the main path of every block
-    amplifies a perturbation 1.5-1.9x, measured once; fp16-rounded weights move TV-M's features to cosine 0.9988 at 1008 px,
-    benchmarks/results/conditioning.json). Random pixels had hidden that by shrinking every block's output."""
+    amplifies a perturbation 1.5-1.9x, measured once; fp16-rounded weights move TV-M's features to cosine
+    0.9988 at 1008 px, benchmarks/results/conditioning.json). Random pixels had hidden that by shrinking every
+    block's output."""
     from litetext.calibration.data import builtin_images, load_rgb, preprocess_image
 
     photos = torch.from_numpy(np.concatenate([preprocess_image(load_rgb(p), size) for p in builtin_images()]))
