@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+from importlib import resources
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -140,3 +141,8 @@ def replaced_folder(out: str | Path, is_ours: Callable[[Path], bool]):
                 shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def builtin_asset(name: str) -> Path:
+    """A file shipped in litetext/assets (tier-A photos, prompt lists, the BPE vocabulary)."""
+    return Path(str(resources.files("litetext") / "assets" / name))

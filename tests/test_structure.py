@@ -13,9 +13,10 @@ MAX_LINES = 500
 
 # Layers, lowest first: a module may import its own layer and those below, never one above.
 LAYERS = [
-    ("litetext.errors", "litetext.files", "litetext.onnx_graph"),
+    # image decoding and resizing (numpy, PIL): the stress initialisation reads photos with them
+    ("litetext.errors", "litetext.files", "litetext.onnx_graph", "litetext.image_resize", "litetext.calibration.images"),
     ("litetext.models",),
-    ("litetext.tokenizer", "litetext.postprocess", "litetext.image_resize"),
+    ("litetext.tokenizer", "litetext.postprocess"),
     ("litetext.runtimes",),
     ("litetext.vocabulary.stored", "litetext.bundle", "litetext.bundle_check"),
     ("litetext.calibration", "litetext.vocabulary", "litetext.vocabulary.build"),

@@ -6,18 +6,14 @@ real data with nothing downloaded; users pass their own prompts and images for a
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from litetext.errors import LitetextError
+from litetext.files import builtin_asset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def builtin_asset(name: str) -> Path:
-    return Path(str(resources.files("litetext") / "assets" / name))
 
 
 def builtin_prompts() -> list[str]:

@@ -44,6 +44,7 @@ NORM_BIAS_STD = 0.1
 LAYER_SCALE_RANGE = (0.1, 1.0)
 STREAM_OFFSET = 1_000_003  # any fixed number
 BN_MEAN_SHIFT = 0.5  # BatchNorm running mean moved by this many standard deviations (times N(0,1))
+PROBE_PHOTOS = ("chelsea.png", "rocket.jpg")  # litetext/assets: image trunks' BatchNorm statistics (_probe_photos)
 PROBE_CONTRASTS = (0.5, 1.0, 2.0)  # the probe photos' normalised pixels are scaled by each
 
 _LAYER_SCALE_NAME = re.compile(r"^(layer_scale|gamma)\w*$")
@@ -91,8 +92,8 @@ def stress_initialise(model: nn.Module, seed: int) -> Counter:
 
 
 def _probe_photos(size: int) -> torch.Tensor:
-    """What BatchNorm statistics of image trunks are measured on: the built-in photos, preprocessed as the vision
-    encoder's input, each at three contrasts (normalised pixels x 0.5, 1, 2), as a training set's variety would
+    """What BatchNorm statistics of image trunks are measured on: the built-in photos (PROBE_PHOTOS), preprocessed
+    as the vision encoder's input, each at three contrasts (normalised pixels x 0.5, 1, 2), as a training set's variety would
     leave them. Random pixels would not do: linear attention (EfficientViT's LiteMLA) averages white noise to a
     near-constant map, so its BatchNorms measure variances near 0 and a photo then grows in every block (3.5e8
     at the full-size EV-M's features, past fp16's 65504). Nor would the photos alone: a BatchNorm whose channel
@@ -103,9 +104,12 @@ def _probe_photos(size: int) -> torch.Tensor:
     amplifies a perturbation 1.5-1.9x, measured once; fp16-rounded weights move TV-M's features to cosine
     0.9988 at 1008 px, benchmarks/results/conditioning.json). Random pixels had hidden that by shrinking every
     block's output."""
-    from litetext.calibration.data import builtin_images, load_rgb, preprocess_image
+    from litetext.calibration.images import read_rgb
+    from litetext.files import builtin_asset
+    from litetext.image_resize import pixel_values
 
-    photos = torch.from_numpy(np.concatenate([preprocess_image(load_rgb(p), size) for p in builtin_images()]))
+    photos = torch.from_numpy(np.concatenate([pixel_values(read_rgb(builtin_asset(name)), size)
+                                              for name in PROBE_PHOTOS]))
     return torch.cat([photos * contrast for contrast in PROBE_CONTRASTS])
 
 
