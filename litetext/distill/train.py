@@ -220,6 +220,24 @@ def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def open_run(out: Path, run: dict, resume: bool, world: World, kind: str) -> None:
+    """A fresh `kind` writes `run` to OUT's run.json; a resumed one must match it. All processes agree."""
+    problem = None
+    if world.main:
+        try:
+            check_out(out, resume, kind)
+            if resume:
+                diff = _differences(json.loads((out / RUN_FILE).read_text()), run)
+                if diff:
+                    raise LitetextError(f"--resume with other settings than the run in {out}: {'; '.join(diff[:4])}")
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                _write_json(out / RUN_FILE, run)
+        except LitetextError as e:
+            problem = str(e)
+    _agree(world, problem is None, problem or "")
+
+
 def check_out(out: Path, resume: bool, run: str = "distillation run") -> None:
     """OUT holds a `run` to resume, or is new or empty for a fresh one."""
     if resume:
@@ -300,13 +318,6 @@ def _distill(teacher, out, prompts, eval_prompts, student_init, settings, overri
              progress, on_step, world: World) -> dict:
     ctx = settings.context_length
     device = _device(world)
-    problem = None
-    if world.main:
-        try:
-            check_out(out, resume)
-        except LitetextError as e:
-            problem = str(e)
-    _agree(world, problem is None, problem or "")
     if settings.batch % world.size:
         raise LitetextError(f"--batch {settings.batch} must be divisible by the {world.size} processes")
 
@@ -326,16 +337,7 @@ def _distill(teacher, out, prompts, eval_prompts, student_init, settings, overri
         overlap = len(set(prompts) & set(eval_prompts))
         run["eval_prompts"]["also_in_training"] = overlap
 
-    problem = None
-    if world.main:
-        if resume:
-            diff = _differences(json.loads((out / RUN_FILE).read_text()), run)
-            if diff:
-                problem = f"--resume with other settings than the run in {out}: {'; '.join(diff[:4])}"
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            _write_json(out / RUN_FILE, run)
-    _agree(world, problem is None, problem or "")
+    open_run(out, run, resume, world, "distillation run")
 
     # teacher targets: rank 0 computes and caches them, the others read the cache
     eval_set = None
