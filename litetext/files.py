@@ -9,9 +9,9 @@ import json
 import os
 import shutil
 import tempfile
-from importlib import resources
 from collections.abc import Callable
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
 

@@ -193,13 +193,11 @@ def test_int8_heads_fail_their_gate_under_stress_weights(tmp_path, tiny_s0):
 
 
 def test_search_keeps_the_instances_an_app_sees():
-    from litetext.calibration.int8 import _meets
-
     calibration = Int8Calibration([], target_cosine_mean=0.98, target_cosine_worst_1pct=0.95)
     figures = {"cosine_mean": 0.99, "cosine_worst_1pct": 0.97}
     agree = {"reference_instances": 8, "matched": 8, "lost": 0, "gained": 0, "mask_iou_mean": 0.98}
-    assert _meets(figures, calibration) and _meets({**figures, "instances": agree}, calibration)
-    assert not _meets({**figures, "instances": {**agree, "matched": 7, "gained": 1, "lost": 1}}, calibration)
+    assert calibration.met_by(figures) and calibration.met_by({**figures, "instances": agree})
+    assert not calibration.met_by({**figures, "instances": {**agree, "matched": 7, "gained": 1, "lost": 1}})
 
 
 def test_int8_vision_encoder_calibrated_on_real_images(tmp_path, tiny_s0):

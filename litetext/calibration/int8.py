@@ -60,6 +60,14 @@ class Int8Calibration:
     # seconds per candidate and the search ranks 29 groups; the chosen graph is still checked on every feed.
     ranking_feeds: int | None = None
 
+    def met_by(self, figures: dict) -> bool:
+        """Whether calibration figures meet the search's target (and keep the instances, where measured)."""
+        from litetext.calibration.parity import instances_agree
+
+        return (figures["cosine_mean"] >= self.target_cosine_mean
+                and figures["cosine_worst_1pct"] >= self.target_cosine_worst_1pct
+                and ("instances" not in figures or instances_agree(figures["instances"])))
+
 
 # Image trunks' numbered blocks, a mixed-precision group each (here and in Core ML's w4): TinyViT blocks.N,
 # EfficientViT op_list.N, RepViT features.N.
@@ -145,8 +153,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: Int8Calibration)
     def error_alone(group: str) -> float:  # that group alone INT8
         return 1.0 - ranking()(_quantize(fp32_path, ranges, exclude=_nodes_not_in(model, group)))["cosine_mean"]
 
-    found = keep_most_sensitive(groups, lambda kept: measure(keeping(kept)), error_alone,
-                                lambda figures: _meets(figures, calibration))
+    found = keep_most_sensitive(groups, lambda kept: measure(keeping(kept)), error_alone, calibration.met_by)
     kept, figures, sensitivity = found.kept, found.figures, found.sensitivity
     quantized = keeping(kept)  # quantized again rather than holding every candidate graph in memory
     onnx.save(quantized, str(out_path))
@@ -322,10 +329,3 @@ def _median_ms(model, feeds, repeats: int = 3) -> float:
             times.append((time.perf_counter() - start) * 1e3)
     return float(np.median(times))
 
-
-def _meets(figures: dict, calibration: Int8Calibration) -> bool:
-    from litetext.calibration.parity import instances_agree
-
-    return (figures["cosine_mean"] >= calibration.target_cosine_mean
-            and figures["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct
-            and ("instances" not in figures or instances_agree(figures["instances"])))

@@ -196,14 +196,10 @@ def search_w4(module: torch.nn.Module, spec: GraphSpec, calibration) -> dict[str
         runner = SimulatedCoreMLRunner(module, spec, "w4", None, keep_8bit=keep, compute=torch.float32)
         return on.parity(runner)
 
-    def meets(f):
-        return (f["cosine_mean"] >= calibration.target_cosine_mean
-                and f["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct)
-
     def error_alone(group: str) -> float:  # that group alone in 4 bits, on the ranking feeds
         return 1.0 - figures([g for g in groups if g != group], ranking)["cosine_mean"]
 
-    found = keep_most_sensitive(groups, figures, error_alone, meets)
+    found = keep_most_sensitive(groups, figures, error_alone, calibration.met_by)
     kept, current, sensitivity = found.kept, found.figures, found.sensitivity
     return {"method": "4-bit per block everywhere; layer groups kept at 8 bits where the calibration prompts need it",
             "calibration_prompts": getattr(calibration, "prompts", 0), "calibration_parity": current,

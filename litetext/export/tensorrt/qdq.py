@@ -41,7 +41,7 @@ def quantize_for_tensorrt(fp32_path: Path, spec: GraphSpec, calibration):
         alone = build([g for g in groups if g != group])
         return 1.0 - _calibration_parity(fp32_path, alone, spec, calibration.feeds[: calibration.ranking_feeds])["cosine_mean"]
 
-    found = keep_most_sensitive(groups, figures_keeping, error_alone, lambda figures: _meets(figures, calibration))
+    found = keep_most_sensitive(groups, figures_keeping, error_alone, calibration.met_by)
     kept, figures, sensitivity = found.kept, found.figures, found.sensitivity
     model = build(kept)  # built again rather than holding every candidate graph in memory
     counts = qdq_counts(model)
@@ -155,11 +155,6 @@ def _calibration_parity(fp32_path: Path, candidate, spec: GraphSpec, feeds) -> d
         want, got = reference.run([first], run)[0], model.run([first], run)[0]
         parts.append(tensor_parity(want, got, feed.get("attention_mask"), per_token=first == "text_features"))
     return merge_parity(parts)
-
-
-def _meets(figures, calibration) -> bool:
-    return (figures["cosine_mean"] >= calibration.target_cosine_mean
-            and figures["cosine_worst_1pct"] >= calibration.target_cosine_worst_1pct)
 
 
 def write_calibration_cache(path: Path, ranges: dict[str, float], tensorrt_version: str = CACHE_TENSORRT_VERSION,
